@@ -1,8 +1,40 @@
 """fna_d2's config keys. Every key the code reads is greppable as ``cfg.MODEL.FNA`` /
 ``cfg.SOLVER.ARCH`` / ``cfg.FNA_PIPELINE``."""
-from detectron2.config import CfgNode as CN
+import os
+from typing import Optional, Sequence
 
-__all__ = ["add_fna_config"]
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_fna_config", "get_fna_cfg", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that fna_d2 cannot use; the message names file and key."""
+
+
+def get_fna_cfg(config_file: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> CN:
+    """Detectron2's defaults + DeepLab's + fna_d2's keys, merged with ``config_file`` and
+    ``opts`` (``["KEY", value, ...]``). Unknown keys raise :class:`ConfigError` naming the
+    file (or "command line") and the key."""
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_fna_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"{config_file}: {e}") from None
+    if opts:
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"command-line override: {e}") from None
+    return cfg
 
 
 def add_fna_config(cfg: CN) -> CN:

@@ -1,0 +1,25 @@
+# fna_d2 entry points. Each target first runs scripts/setup_env.sh, which creates the
+# environment when it is missing and reuses it when it is complete (idempotent).
+SHELL := /bin/bash
+SETUP := bash scripts/setup_env.sh
+PY = $$($(SETUP) | tail -n 1)
+
+.PHONY: env demo demo-seg test bench clean-demo
+
+env:            ## create or reuse the environment
+	@$(SETUP) >/dev/null
+
+demo:           ## the full FNA pipeline on the real tree-crown demo (detection)
+	@py=$(PY) && $$py -m fna_d2.pipeline --config-file configs/demo/trees_pipeline.yaml
+
+demo-seg:       ## the full FNA pipeline on the real nuclei demo (segmentation)
+	@py=$(PY) && $$py -m fna_d2.pipeline --config-file configs/demo/nuclei_pipeline.yaml
+
+test:           ## the test suite
+	@py=$(PY) && $$py -m pytest tests -q -ra --timeout 900 $(PYTEST_ARGS)
+
+bench:          ## benchmarks (not part of the tests); writes bench/results/ and docs/benchmarks.md
+	@py=$(PY) && $$py bench/run_all.py
+
+clean-demo:     ## remove demo outputs (not the environment or datasets)
+	rm -rf output/demo
