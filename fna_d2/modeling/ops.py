@@ -1,0 +1,133 @@
+"""The op registry: ``k{3,5,7}_e{1,3,6}`` MBConv blocks and ``skip``.
+
+Submodule names follow ``docs/design.md``: an MBConv has ``expand`` (absent when e == 1),
+``dw`` and ``project``, each a :class:`ConvBN` with ``conv`` and ``bn``. Convs have no bias;
+activations are ReLU6; ``project`` is linear; the residual is added iff cin == cout and the
+stride is 1. Depthwise convs use "same" padding ``dilation * (k - 1) // 2``.
+
+Norms: ``"BN"``, ``"SyncBN"``, ``"FrozenBN"``, ``"GN"`` (detectron2 :func:`get_norm`, with the
+given BN eps / momentum), :data:`SEARCH_BN` (``BatchNorm2d(affine=False,
+track_running_stats=False)``: the searchable layers of the super network), or a callable
+``channels -> nn.Module``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from detectron2.layers import get_norm
+
+from ..arch import SKIP, parse_op
+
+__all__ = ["SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv", "OP_REGISTRY",
+           "build_op", "register_op", "op_names"]
+
+#: norm name of the super network's searchable layers: non-affine, batch statistics only
+SEARCH_BN = "SearchBN"
+
+NormSpec = Union[str, Callable[[int], nn.Module], None]
+
+
+def make_norm(norm: NormSpec, channels: int, eps: float = 1e-3, momentum: float = 0.1
+              ) -> nn.Module:
+    """Build the norm layer for ``channels``; BN-like layers get ``eps`` / ``momentum``."""
+    if norm == SEARCH_BN:
+        return nn.BatchNorm2d(channels, eps=eps, momentum=momentum, affine=False,
+                              track_running_stats=False)
+    if norm is None or norm == "":
+        return nn.Identity()
+    layer = get_norm(norm, channels)
+    if isinstance(layer, nn.modules.batchnorm._NormBase):
+        layer.eps = eps
+        layer.momentum = momentum
+    elif hasattr(layer, "eps") and not isinstance(layer, nn.GroupNorm):
+        layer.eps = eps  # FrozenBatchNorm2d: no momentum
+    return layer
+
+
+class ConvBN(nn.Module):
+    """``conv`` (no bias) -> ``bn`` -> optional ReLU6."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, norm: NormSpec = "BN", act: bool = True, bn_eps: float = 1e-3,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel - 1) // 2,
+                              dilation=dilation, groups=groups, bias=False)
+        self.bn = make_norm(norm, cout, bn_eps, bn_momentum)
+        self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1x1 expand] -> kxk depthwise -> 1x1 linear project (+ residual)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, expansion: int, stride: int = 1,
+                 dilation: int = 1, norm: NormSpec = "BN", bn_eps: float = 1e-3,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        mid = cin * expansion
+        kw = dict(norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.kernel, self.expansion, self.stride, self.dilation = kernel, expansion, stride, dilation
+        self.expand: Optional[ConvBN] = ConvBN(cin, mid, 1, **kw) if expansion != 1 else None
+        self.dw = ConvBN(mid, mid, kernel, stride, dilation, groups=mid, **kw)
+        self.project = ConvBN(mid, cout, 1, act=False, **kw)
+        self.use_residual = cin == cout and stride == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand is not None:
+            y = self.expand(y)
+        y = self.project(self.dw(y))
+        if self.use_residual:
+            y = y + x
+        return y
+
+
+def _build_mbconv(name: str) -> Callable[..., nn.Module]:
+    kernel, expansion = parse_op(name)  # type: ignore[misc]
+
+    def build(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: NormSpec = "BN",
+              bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
+        return MBConv(cin, cout, kernel, expansion, stride, dilation, norm, bn_eps, bn_momentum)
+
+    return build
+
+
+def _build_skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: NormSpec = "BN",
+                bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
+    if cin != cout or stride != 1:
+        raise ValueError(f"'skip' needs cin == cout and stride 1, got {cin}->{cout} stride {stride}")
+    return nn.Identity()
+
+
+#: op name -> builder ``(cin, cout, stride, dilation, norm, bn_eps, bn_momentum) -> nn.Module``
+OP_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
+    f"k{k}_e{e}": _build_mbconv(f"k{k}_e{e}") for k in (3, 5, 7) for e in (1, 3, 6)
+}
+OP_REGISTRY[SKIP] = _build_skip
+
+
+def register_op(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Add an op (same builder signature as the registry's). Existing names are refused."""
+    if name in OP_REGISTRY:
+        raise KeyError(f"op {name!r} is already registered")
+    OP_REGISTRY[name] = builder
+
+
+def op_names() -> list:
+    return sorted(OP_REGISTRY)
+
+
+def build_op(name: str, cin: int, cout: int, stride: int = 1, dilation: int = 1,
+             norm: NormSpec = "BN", bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
+    """Build op ``name`` mapping ``cin -> cout`` with ``stride`` and ``dilation``."""
+    try:
+        builder = OP_REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; known ops: {', '.join(op_names())}") from None
+    return builder(cin, cout, stride, dilation, norm, bn_eps, bn_momentum)
