@@ -55,6 +55,7 @@ from torch import Tensor
 
 from .arch import EXPANSIONS, KERNELS, SKIP, Arch, ArchError, SearchSpace, Stage, op_name, \
     parse_op
+from .seeds_arch import efficientnet_lite0_arch  # re-exported: the Lite0 seed's Arch
 
 __all__ = [
     "RemapError",
@@ -1026,24 +1027,3 @@ def _remap_extras(ctx: _Ctx, init: Mapping[str, Tensor], target: Arch) -> None:
 
 def _arch_str(arch: Arch) -> str:
     return "|".join(f"{s.cin}->{s.cout} s{s.stride}: {' '.join(s.ops)}" for s in arch.stages)
-
-
-# ============================================================================ known seed archs
-_LITE0 = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
-          (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
-
-
-def efficientnet_lite0_arch() -> Arch:
-    """EfficientNet-Lite0 as an :class:`Arch` (stages (e, c, n, s, k) above; stem 32).
-
-    Uses ``fna_d2.seeds_arch.efficientnet_lite0_arch`` when that module exists."""
-    try:
-        from .seeds_arch import efficientnet_lite0_arch as shared  # type: ignore
-        return shared()
-    except ImportError:
-        pass
-    stages, cin = [], 32
-    for e, c, n, s, k in _LITE0:
-        stages.append(Stage(cin, c, s, (op_name(k, e),) * n))
-        cin = c
-    return Arch(tuple(stages), 32, {"name": "efficientnet_lite0"}).validate()

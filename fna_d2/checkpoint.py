@@ -1,0 +1,210 @@
+"""Seed-weight remapping routed through detectron2's checkpointer.
+
+:class:`FNACheckpointer` is a :class:`~detectron2.checkpoint.DetectionCheckpointer` whose
+:meth:`~FNACheckpointer.resume_or_load` does, in order:
+
+1. ``resume=True`` and ``OUTPUT_DIR/last_checkpoint`` exists: resume as detectron2 does;
+   **no remapping** (the checkpoint already holds trained weights).
+2. Otherwise (a fresh start), if ``cfg.MODEL.FNA.SEED_WEIGHTS`` is set:
+   :func:`remap_into_model` remaps the seed into the model's FNA backbone (strict: every key
+   and shape of the backbone must be produced, never a partial load) and writes
+   ``OUTPUT_DIR/remap_report.{json,txt}``; with ``MODEL.FNA.REMAP.ENABLED`` False nothing is
+   remapped (random init) and the report says so.
+3. ``MODEL.WEIGHTS`` keeps its usual meaning: if set it is loaded after remapping.
+4. With ``MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS > 0`` and a ``bn_data_loader`` given to the
+   checkpointer, BN statistics are recalibrated (:func:`recalibrate_bn`) after 2-3. Trainers
+   that build their loader later can call :func:`recalibrate_bn` themselves.
+
+Trainers use it in place of ``DetectionCheckpointer``::
+
+    self.checkpointer = FNACheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg,
+                                        optimizer=optimizer, scheduler=self.scheduler)
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils import comm
+
+from .remap import (RemapError, RemapReport, from_canonical, load_seed_file, remap,
+                    to_canonical)
+
+__all__ = ["FNACheckpointer", "remap_into_model", "find_fna_backbone", "recalibrate_bn",
+           "write_report", "REPORT_NAME"]
+
+REPORT_NAME = "remap_report"
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def find_fna_backbone(model: nn.Module) -> Tuple[str, nn.Module]:
+    """``(module path, module)`` of the single FNA backbone (SuperNet, DerivedNet or
+    MobileNetV2Seed) inside ``model`` (e.g. ``backbone.bottom_up`` under an FPN).
+
+    Raises :class:`RemapError` if there is none or more than one."""
+    from .modeling import DerivedNet, MobileNetV2Seed, SuperNet
+
+    found = [(n, m) for n, m in _unwrap(model).named_modules()
+             if isinstance(m, (SuperNet, DerivedNet, MobileNetV2Seed))]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(n or '<model>' for n, _ in found)})"
+        raise RemapError(f"MODEL.FNA.SEED_WEIGHTS is set but the model has {what} FNA "
+                         "backbone(s) (SuperNet / DerivedNet / MobileNetV2Seed); set "
+                         "MODEL.BACKBONE.NAME to an fna_d2 backbone or clear SEED_WEIGHTS")
+    return found[0]
+
+
+def _target_of(backbone: nn.Module):
+    """(target Arch/SearchSpace, canonical target_init, layout of the model's names)."""
+    from .modeling import MobileNetV2Seed, SuperNet
+
+    init = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
+    if isinstance(backbone, MobileNetV2Seed):
+        canon, arch = to_canonical(init, "torchvision")
+        return arch, canon, "torchvision"
+    return (backbone.space if isinstance(backbone, SuperNet) else backbone.arch), init, "fna_d2"
+
+
+def remap_into_model(model: nn.Module, cfg) -> RemapReport:
+    """Remap ``cfg.MODEL.FNA.SEED_WEIGHTS`` (layout ``SEED_LAYOUT``) into the FNA backbone of
+    ``model`` with ``cfg.MODEL.FNA.REMAP.{WIDTH,KERNEL}``, load it strictly, and return the
+    report. ``REMAP.ENABLED`` False or an empty ``SEED_WEIGHTS``: no change, a disabled
+    report."""
+    f = cfg.MODEL.FNA
+    if not f.SEED_WEIGHTS:
+        return RemapReport.disabled("MODEL.FNA.SEED_WEIGHTS is empty")
+    if not f.REMAP.ENABLED:
+        return RemapReport.disabled("MODEL.FNA.REMAP.ENABLED is False: backbone left at its "
+                                    "random init", seed_weights=f.SEED_WEIGHTS)
+    path, backbone = find_fna_backbone(model)
+    seed_sd, seed_arch = to_canonical(load_seed_file(f.SEED_WEIGHTS), f.SEED_LAYOUT)
+    target, init, model_layout = _target_of(backbone)
+    out, report = remap(seed_sd, seed_arch, target, width=f.REMAP.WIDTH,
+                        kernel=f.REMAP.KERNEL, target_init=init)
+    if model_layout != "fna_d2":
+        out = from_canonical(out, model_layout, target)
+    # strict: same keys (remap guarantees it, load_state_dict checks it) and same shapes
+    backbone.load_state_dict(out, strict=True)
+    report.meta.update(seed_weights=f.SEED_WEIGHTS, backbone=path or "<model>",
+                       backbone_type=type(backbone).__name__, model_layout=model_layout)
+    return report
+
+
+def write_report(report: RemapReport, output_dir: str) -> Optional[str]:
+    """Write ``remap_report.json`` and ``remap_report.txt`` into ``output_dir`` (main process
+    only); returns the JSON path."""
+    if not output_dir or not comm.is_main_process():
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f"{REPORT_NAME}.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report.to_dict(), fh, indent=1)
+    with open(os.path.join(output_dir, f"{REPORT_NAME}.txt"), "w", encoding="utf-8") as fh:
+        fh.write(report.summary(max_unused=10 ** 6) + "\n")
+    return path
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data_loader: Iterable[Any], iters: int) -> int:
+    """Recompute the running statistics of every tracking BN in ``model`` over ``iters``
+    batches of ``data_loader`` (fvcore ``update_bn_stats``; the paper: 2000 iterations after
+    remapping, before fine-tuning). Runs the model in training mode inside a throw-away
+    ``EventStorage`` (detectron2 meta-archs then return losses, which are discarded); BNs
+    without running statistics (the super net's searchable layers) are left alone.
+    Returns the number of BN layers updated."""
+    from detectron2.utils.events import EventStorage
+    from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
+
+    if iters <= 0:
+        return 0
+    net = _unwrap(model)
+    was_training = net.training
+    net.train()
+    no_stats = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and not m.track_running_stats]
+    for m in no_stats:  # batch statistics either way; keeps them out of get_bn_modules
+        m.eval()
+    n = len(get_bn_modules(net))
+    try:
+        with EventStorage():
+            update_bn_stats(net, itertools.islice(iter(data_loader), iters), iters)
+    finally:
+        net.train(was_training)
+    logger.info("Recalibrated the statistics of %d BN layers over %d iterations", n, iters)
+    return n
+
+
+class FNACheckpointer(DetectionCheckpointer):
+    """A :class:`DetectionCheckpointer` that remaps ``MODEL.FNA.SEED_WEIGHTS`` into the model
+    when training starts fresh (see the module doc). ``cfg=None`` behaves exactly like
+    ``DetectionCheckpointer``. ``remap_report`` holds the last report (None after a resume)."""
+
+    def __init__(self, model: nn.Module, save_dir: str = "", *, cfg=None,
+                 bn_data_loader: Optional[Iterable[Any]] = None, save_to_disk=None,
+                 **checkpointables: Any) -> None:
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.cfg = cfg
+        self.bn_data_loader = bn_data_loader
+        self.remap_report: Optional[RemapReport] = None
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        if resume and self.has_checkpoint():
+            logger.info("Resuming from %s: seed weights are not remapped",
+                        self.get_checkpoint_file())
+            self.remap_report = None
+            return super().resume_or_load(path, resume=True)
+        remapped = self._remap_seed()
+        ret = self.load(path, checkpointables=[])
+        if remapped:
+            self._maybe_recalibrate()
+        return ret
+
+    def _remap_seed(self) -> bool:
+        """Remap the seed if configured; log and write the report. True if weights changed."""
+        if self.cfg is None or not self.cfg.MODEL.FNA.SEED_WEIGHTS:
+            return False
+        report = remap_into_model(self.model, self.cfg)
+        self.remap_report = report
+        if report.enabled:
+            c = report.counts()
+            logger.info("Remapped seed %s into %s: %s", self.cfg.MODEL.FNA.SEED_WEIGHTS,
+                        report.meta.get("backbone"),
+                        ", ".join(f"{k} {v}" for k, v in c.items() if v))
+            logger.info("\n%s", report.summary())
+        else:
+            logger.info(report.summary())
+        out = self.cfg.OUTPUT_DIR or self.save_dir
+        path = write_report(report, out)
+        if path:
+            logger.info("Remapping report written to %s", path)
+        return report.enabled
+
+    def _maybe_recalibrate(self) -> None:
+        iters = int(self.cfg.MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS)
+        if iters <= 0:
+            return
+        if self.bn_data_loader is None:
+            logger.warning("MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS=%d but the checkpointer got no "
+                           "bn_data_loader: call fna_d2.checkpoint.recalibrate_bn(model, loader, "
+                           "iters) from the trainer", iters)
+            if self.remap_report is not None:
+                self.remap_report.meta["bn_recalibration"] = "skipped: no data loader"
+            return
+        n = recalibrate_bn(self.model, self.bn_data_loader, iters)
+        if self.remap_report is not None:
+            self.remap_report.meta["bn_recalibration"] = {"iters": iters, "bn_layers": n}
+            write_report(self.remap_report, self.cfg.OUTPUT_DIR or self.save_dir)
