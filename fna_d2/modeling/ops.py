@@ -58,6 +58,8 @@ class ConvBN(nn.Module):
                               dilation=dilation, groups=groups, bias=False)
         self.bn = make_norm(norm, cout, bn_eps, bn_momentum)
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+        # torchvision's MobileNetV2 init, so a randomly initialised net keeps O(1) activations
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
