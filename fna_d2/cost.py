@@ -123,23 +123,24 @@ def op_cost_table(space: SearchSpace, input_size: Tuple[int, int] = (800, 1088),
 
     ``cost``: "madds" (GMAdds, the paper's), "params" (M params, conv weights only: the
     searchable layers' BNs have no parameters) or "latency" (ms, from
-    ``fna_d2.latency.latency_table(space, input_size, **kwargs)``). ``table_fn(space,
-    input_size, **kwargs)`` overrides all of these."""
+    ``fna_d2.latency.latency_table(built_space, input_size, **kwargs)``). ``table_fn(
+    built_space, input_size, **kwargs)`` overrides all of these. ``built_space`` is ``space``
+    with the ``output_stride`` dilations applied (as the super network builds it)."""
+    built = space.with_output_stride(output_stride)
     if table_fn is not None:
-        return table_fn(space, input_size, **kwargs)
+        return table_fn(built, input_size, **kwargs)
     if cost == "latency":
         try:
             from .latency import latency_table
         except ImportError as e:
             raise ValueError(f"MODEL.FNA.SEARCH.COST='latency' needs fna_d2.latency "
                              f"({e})") from None
-        return latency_table(space, input_size, **kwargs)
+        return latency_table(built, input_size, **kwargs)
     if cost not in ("madds", "params"):
         raise ValueError(f"MODEL.FNA.SEARCH.COST: unknown cost type {cost!r}; known: "
                          f"{', '.join(COST_TYPES)}")
     if kwargs:
         raise TypeError(f"unexpected arguments for cost={cost!r}: {sorted(kwargs)}")
-    built = space.with_output_stride(output_stride)
     _, hw = _stem(built, input_size)
     table = []
     for st in built.stages:
