@@ -247,6 +247,17 @@ def test_output_stride_16():
     assert d8.output_shape()["c5"].stride == 8 and d8.stages[5][0].dw.conv.dilation == (4, 4)
 
 
+@pytest.mark.parametrize("norm", ["BN", "SyncBN", "FrozenBN", "GN"])
+def test_norms(norm):
+    d = DerivedNet(fna_retinanet_arch(), norm=norm, bn_eps=1e-4, bn_momentum=0.03)
+    assert d(_x())["c5"].shape == (2, 320, 2, 2)
+    bn = d.stages[1][0].dw.bn
+    if norm in ("BN", "SyncBN"):
+        assert (bn.eps, bn.momentum) == (1e-4, 0.03)
+    if norm == "GN":
+        assert d.stem.bn.num_groups == 32 and d.stages[0][0].project.bn.num_groups == 16
+
+
 def test_freeze_at():
     d = DerivedNet(mobilenetv2_arch(), freeze_at=2)
     assert not any(p.requires_grad for p in d.stem.parameters())

@@ -5,13 +5,15 @@ Submodule names follow ``docs/design.md``: an MBConv has ``expand`` (absent when
 activations are ReLU6; ``project`` is linear; the residual is added iff cin == cout and the
 stride is 1. Depthwise convs use "same" padding ``dilation * (k - 1) // 2``.
 
-Norms: ``"BN"``, ``"SyncBN"``, ``"FrozenBN"``, ``"GN"`` (detectron2 :func:`get_norm`, with the
-given BN eps / momentum), :data:`SEARCH_BN` (``BatchNorm2d(affine=False,
+Norms: ``"BN"``, ``"SyncBN"``, ``"FrozenBN"`` (detectron2 :func:`get_norm`, with the given BN
+eps / momentum), ``"GN"`` (gcd(32, channels) groups: detectron2's fixed 32 groups do not divide
+MobileNet widths such as 16 or 24), :data:`SEARCH_BN` (``BatchNorm2d(affine=False,
 track_running_stats=False)``: the searchable layers of the super network), or a callable
 ``channels -> nn.Module``.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional, Union
 
 import torch
@@ -38,6 +40,8 @@ def make_norm(norm: NormSpec, channels: int, eps: float = 1e-3, momentum: float 
                               track_running_stats=False)
     if norm is None or norm == "":
         return nn.Identity()
+    if norm == "GN":  # detectron2's GN has 32 groups, which 16/24/144... channels do not allow
+        return nn.GroupNorm(math.gcd(32, channels), channels)
     layer = get_norm(norm, channels)
     if isinstance(layer, nn.modules.batchnorm._NormBase):
         layer.eps = eps
