@@ -20,7 +20,7 @@ VENV="${FNA_D2_VENV:-$CACHE/venv}"
 PY="${FNA_D2_PYTHON:-$(command -v python3.11 || command -v python3)}"
 MARKER="$VENV/.fna_d2_env_complete"
 # Bump when the package set below changes: a venv with an older stamp is topped up.
-STAMP="4"
+STAMP="5"
 
 D2_WHEEL_SHA256="491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
 D2_VERSION="0.7.2"
@@ -59,7 +59,7 @@ log "torch 2.14.1 + torchvision 0.29.1"
 log "detectron2 dependencies"
 "${PIP[@]}" install -q "fvcore==0.1.5.post20221221" "iopath>=0.1.7,<0.1.10" "numpy<2" "setuptools<81" \
   pycocotools opencv-python-headless h5py matplotlib tensorboard scikit-image pyyaml \
-  onnx pytest pytest-timeout >&2
+  onnx onnxruntime pytest pytest-timeout >&2
 
 if "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
   log "detectron2 already importable: reusing it"
