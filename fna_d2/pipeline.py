@@ -125,8 +125,14 @@ def _task_of(cfg: CfgNode) -> Tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- workers
-def _setup_worker_logging(cfg: CfgNode) -> None:
+def _setup_worker(cfg: CfgNode, threads: int) -> None:
+    """Logging for spawned workers and the torch thread count."""
     from detectron2.utils import comm
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     from detectron2.utils.logger import setup_logger
 
     if comm.get_world_size() > 1:  # spawned processes start without handlers
@@ -134,7 +140,7 @@ def _setup_worker_logging(cfg: CfgNode) -> None:
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
 
 
-def train_worker(cfg: CfgNode, result_path: str) -> None:
+def train_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
     """Train (or search) with ``cfg``, resuming from ``cfg.OUTPUT_DIR``'s last checkpoint if
     any; rank 0 writes the trainer's final evaluation (if it ran one) to ``result_path``."""
     import fna_d2.modeling.seg_head  # noqa: F401  (registers the head in spawned workers)
@@ -143,7 +149,7 @@ def train_worker(cfg: CfgNode, result_path: str) -> None:
 
     from .engine import build_trainer
 
-    _setup_worker_logging(cfg)
+    _setup_worker(cfg, threads)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=True)
@@ -153,14 +159,14 @@ def train_worker(cfg: CfgNode, result_path: str) -> None:
         _write_json(result_path, {"results": _plain(results)})
 
 
-def eval_worker(cfg: CfgNode, result_path: str) -> None:
+def eval_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
     """Evaluate ``cfg.MODEL.WEIGHTS`` on ``cfg.DATASETS.TEST``; rank 0 writes the results."""
     import fna_d2.modeling.seg_head  # noqa: F401
     from detectron2.utils import comm
 
     from .engine import evaluate_only
 
-    _setup_worker_logging(cfg)
+    _setup_worker(cfg, threads)
     results = evaluate_only(cfg, resume=False)
     if comm.is_main_process():
         _write_json(result_path, {"results": _plain(results)})
@@ -216,13 +222,14 @@ class Pipeline:
     """Stage graph, manifests and runners for one pipeline config."""
 
     def __init__(self, config_file: str, output_dir: Optional[str] = None, num_gpus: int = 1,
-                 opts: Sequence[str] = (), dist_url: str = "auto"):
+                 opts: Sequence[str] = (), dist_url: str = "auto", threads: int = 0):
         self.config_file = os.path.abspath(config_file)
         pipe_opts, self.common_opts, self.stage_opts = split_opts(opts)
         self.pcfg = get_fna_cfg(self.config_file, pipe_opts + self.common_opts)
         self.root = os.path.abspath(output_dir or self.pcfg.OUTPUT_DIR)
         self.num_gpus = int(num_gpus)
         self.dist_url = dist_url
+        self.threads = int(threads)
         base = os.path.dirname(self.config_file)
         p = self.pcfg.FNA_PIPELINE
         self.config_files: Dict[str, Optional[str]] = {
@@ -411,6 +418,8 @@ class Pipeline:
             if not producer or producer in selected:
                 continue
             st, reason = self.status(producer)
+            if st == "blocked":  # the producer's own input is missing: name the first stage
+                raise PipelineError(f"stage {stage!r} cannot run: {reason}")
             if st != "done":
                 raise PipelineError(
                     f"stage {stage!r} needs {os.path.relpath(path, self.root)} from stage "
@@ -492,7 +501,7 @@ class Pipeline:
         with open(os.path.join(spec.dir, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(cfg.dump())
         result_path = os.path.join(spec.dir, "train_eval.json")
-        self._launch(train_worker, cfg, result_path)
+        self._launch(train_worker, cfg, result_path, self.threads)
         return {"config_file": self.config_files[spec.name]}
 
     def _check_adapt_arch(self, cfg: CfgNode) -> None:
@@ -548,7 +557,7 @@ class Pipeline:
                             "of its training (same weights)")
                 results = reused
             else:
-                self._launch(eval_worker, cfg, res_path)
+                self._launch(eval_worker, cfg, res_path, self.threads)
                 results = (_read_json(res_path) or {}).get("results")
             out[s] = {"task": task, "metric": metric, "weights": weights,
                       "numbers": pick_metric(results, metric), "results": results}
@@ -595,6 +604,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--force", default="", help="comma list of stages to re-run anyway")
     ap.add_argument("--status", action="store_true", help="print each stage's status and exit")
     ap.add_argument("--dist-url", default="auto", help="launch() rendezvous URL")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads per process (0: torch's default). On a loaded "
+                         "machine 1 can be many times faster than oversubscribed threads")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="KEY VALUE overrides (every stage), STAGE:KEY VALUE (one stage)")
     return ap.parse_args(argv)
@@ -613,7 +625,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         pipe = Pipeline(args.config_file, args.output_dir, args.num_gpus, args.opts,
-                        args.dist_url)
+                        args.dist_url, args.threads)
         os.makedirs(pipe.root, exist_ok=True)
         log = os.path.join(pipe.root, "pipeline_log.txt")
         setup_logger(log, name="fna_d2")

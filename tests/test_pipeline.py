@@ -1,0 +1,206 @@
+"""End-to-end pipeline on both instant-test demos (report with numbers, stage skipping, stale
+detection, missing inputs, incompatible archs) and one iteration of every paper config on
+stand-in data registered under the real dataset names (COCO, Cityscapes).
+
+About 3-4 minutes on 2 idle CPU cores (marked ``slow``)."""
+import json
+import os
+import re
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+
+import fna_d2  # noqa: F401
+from fna_d2.arch import Arch, Stage, load_arch, save_arch
+from fna_d2.config import get_fna_cfg
+from fna_d2.pipeline import Pipeline, PipelineError, main, split_opts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INSTANT = os.path.join(ROOT, "configs", "instant_test")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _manifest(root, stage):
+    with open(os.path.join(root, stage, "stage.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trees_run(tmp_path_factory):
+    """The tree instant-test pipeline, run once for the tests of this module."""
+    out = str(tmp_path_factory.mktemp("trees"))
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
+    manifests = pipe.run()
+    return out, manifests
+
+
+def _numbers_in(section: str) -> list:
+    return [float(x) for x in re.findall(r"\|\s*(-?\d+\.\d+)\s*(?=\|)", section)]
+
+
+def test_trees_pipeline_end_to_end(trees_run):
+    out, manifests = trees_run
+    assert list(manifests) == ["search", "derive", "adapt", "baseline", "evaluate", "report"]
+    assert all(m["status"] == "done" for m in manifests.values())
+    for f in ("search/searched_arch.json", "derive/arch.json", "adapt/model_final.pth",
+              "baseline/model_final.pth", "evaluate/results.json", "report.md",
+              "report/metric_bars.png", "report/alpha_heatmap.png", "report/search_curves.png"):
+        assert os.path.isfile(os.path.join(out, f)), f
+    derived = load_arch(os.path.join(out, "derive", "arch.json"))
+    assert derived == derived.skips_to_end()
+    text = open(os.path.join(out, "report.md")).read()
+    for heading in ("## Accuracy", "## Searched architecture", "## Cost of the backbones",
+                    "## Stage wall times", "## Plots"):
+        assert heading in text
+    cost = text.split("## Cost of the backbones")[1].split("## Stage wall times")[0]
+    nums = _numbers_in(cost)
+    assert len(nums) >= 14 and all(n > 0 for n in nums)  # Params/MAdds and latency, 2 nets
+    assert "| FNA (searched) |" in text and "| MobileNetV2 (seed) |" in text
+    results = json.load(open(os.path.join(out, "evaluate", "results.json")))
+    assert set(results) == {"adapt", "baseline"}
+    assert all("AP" in r["results"]["bbox"] for r in results.values())
+
+
+def test_second_run_skips_every_stage(trees_run):
+    out, first = trees_run
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
+    again = pipe.run()
+    assert all(m.get("skipped") for m in again.values())
+    assert all(again[s]["finished"] == first[s]["finished"] for s in again)
+
+
+def test_stale_stage_reruns_and_downstream_follow(trees_run):
+    out, first = trees_run
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out,
+                    opts=["adapt:SOLVER.BASE_LR", "0.02"])
+    assert pipe.status("adapt") == ("stale", "its config changed")
+    assert pipe.status("search")[0] == "done"
+    ran = pipe.run()
+    assert ran["search"].get("skipped") and ran["baseline"].get("skipped")
+    assert not ran["adapt"].get("skipped") and not ran["evaluate"].get("skipped")
+    assert os.path.isdir(os.path.join(out, "adapt.stale"))
+    assert _manifest(out, "adapt")["key"] != first["adapt"]["key"]
+
+
+def test_modified_output_and_missing_input_name_the_stage(trees_run, tmp_path):
+    out, _ = trees_run
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
+    # an input produced by a stage that is not run must be up to date
+    arch_path = os.path.join(out, "derive", "arch.json")
+    original = open(arch_path).read()
+    try:
+        with open(arch_path, "a") as f:
+            f.write("\n")
+        assert pipe.status("derive")[0] == "stale"
+        with pytest.raises(PipelineError, match="re-run stage 'derive'"):
+            pipe.run(["adapt"])
+    finally:
+        with open(arch_path, "w") as f:
+            f.write(original)
+    # a fresh output dir: adapt has no derived arch yet
+    fresh = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path))
+    assert fresh.status("adapt")[0] == "blocked"
+    with pytest.raises(PipelineError, match="run stage 'search'"):
+        fresh.run(["adapt"])
+    with pytest.raises(PipelineError, match="run stage 'search'"):
+        fresh.run(["derive"])
+    # the CLI reports it as an error, exit code 2
+    assert main(["--config-file", os.path.join(INSTANT, "trees_pipeline.yaml"),
+                 "--output-dir", str(tmp_path), "--stages", "adapt"]) == 2
+
+
+def test_incompatible_arch_is_refused_before_training(tmp_path):
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path))
+    seedlike = load_arch(os.path.join(ROOT, "configs", "archs", "mobilenetv2.json"))
+    stages = list(seedlike.stages)
+    stages[1] = Stage(16, 40, 2, stages[1].ops)           # widths the seed does not have
+    stages[2] = Stage(40, 32, 2, stages[2].ops)
+    save_arch(Arch(tuple(stages), 32, {}), pipe.searched_arch_path)
+    with pytest.raises(PipelineError, match="does not match seed"):
+        pipe._run_derive(pipe.spec("derive"), False)
+    save_arch(Arch(tuple(stages), 32, {}), pipe.derived_arch_path)
+    with pytest.raises(PipelineError, match="incompatible with the seed"):
+        pipe._check_adapt_arch(pipe.stage_cfg("adapt"))
+    assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "model_final.pth"))
+
+
+def test_split_opts():
+    pipe, common, per = split_opts(["OUTPUT_DIR", "x", "SOLVER.MAX_ITER", "5",
+                                    "adapt:SOLVER.BASE_LR", "0.1", "FNA_PIPELINE.BASELINE_CONFIG",
+                                    ""])
+    assert pipe == ["OUTPUT_DIR", "x", "FNA_PIPELINE.BASELINE_CONFIG", ""]
+    assert common == ["SOLVER.MAX_ITER", "5"] and per == {"adapt": ["SOLVER.BASE_LR", "0.1"]}
+    with pytest.raises(ValueError, match="before the overrides"):
+        split_opts(["SOLVER.MAX_ITER", "5", "--force", "report"])
+
+
+def test_nuclei_pipeline_end_to_end(tmp_path):
+    pipe = Pipeline(os.path.join(INSTANT, "nuclei_pipeline.yaml"), output_dir=str(tmp_path))
+    manifests = pipe.run()
+    assert all(m["status"] == "done" for m in manifests.values())
+    text = open(os.path.join(str(tmp_path), "report.md")).read()
+    acc = text.split("## Accuracy")[1].split("## Searched architecture")[0]
+    assert "mIoU" in acc
+    miou = _numbers_in(acc)
+    assert len(miou) >= 6 and all(0.0 <= v <= 100.0 for v in miou)
+    numbers = manifests["evaluate"]["numbers"]
+    assert set(numbers) == {"adapt", "baseline"}
+    assert all(isinstance(v["mIoU"], float) for v in numbers.values())
+
+
+# ----------------------------------------------------------------------------- paper configs
+def _swap_dataset(name, fn):
+    """Replace the loader of a registered dataset name; returns the original loader."""
+    original = DatasetCatalog[name] if name in DatasetCatalog.list() else None
+    if original is not None:
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, fn)
+    return original
+
+
+@pytest.fixture
+def stand_in_datasets():
+    """coco_2017_train <- tree tiles, cityscapes_fine_sem_seg_train <- nuclei crops."""
+    trees = DatasetCatalog.get("fna_trees_train")[:4]
+    nuclei = DatasetCatalog.get("fna_nuclei_train")[:4]
+    saved = {n: _swap_dataset(n, f) for n, f in (("coco_2017_train", lambda: trees),
+                                                 ("cityscapes_fine_sem_seg_train",
+                                                  lambda: nuclei))}
+    yield
+    for name, fn in saved.items():
+        DatasetCatalog.remove(name)
+        if fn is not None:
+            DatasetCatalog.register(name, fn)
+
+
+ONE_ITER = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "2",
+            "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
+            "MODEL.FNA.NORM", "BN", "MODEL.FNA.SEARCH.WARMUP_ITERS", "0",
+            "MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+DET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160"]
+SEG = ["INPUT.MIN_SIZE_TRAIN", "(64, 128)", "INPUT.MAX_SIZE_TRAIN", "256",
+       "INPUT.CROP.SIZE", "(65, 65)", "MODEL.SEM_SEG_HEAD.NORM", "BN"]
+
+
+@pytest.mark.parametrize("name", ["fna_retinanet_search.yaml", "fna_retinanet_adapt.yaml",
+                                  "fna_deeplabv3_search.yaml", "fna_deeplabv3_adapt.yaml"])
+def test_paper_config_runs_one_iteration(name, stand_in_datasets, tmp_path):
+    from fna_d2.engine import build_trainer
+
+    seg = "deeplab" in name
+    opts = ONE_ITER + (SEG if seg else DET) + ["OUTPUT_DIR", str(tmp_path)]
+    cfg = get_fna_cfg(os.path.join(ROOT, "configs", name), opts)
+    if cfg.MODEL.FNA.NETWORK == "derived":  # stands in for the search output
+        cfg.MODEL.FNA.ARCH = os.path.join(ROOT, "configs", "archs", "fna_retinanet_coco.json")
+    assert cfg.DATASETS.TRAIN == (("cityscapes_fine_sem_seg_train",) if seg
+                                  else ("coco_2017_train",))
+    cfg.freeze()
+    torch.manual_seed(0)
+    trainer = build_trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert trainer.iter == 1 and os.path.isfile(os.path.join(str(tmp_path), "model_final.pth"))
+    if cfg.MODEL.FNA.NETWORK == "super":
+        assert os.path.isfile(os.path.join(str(tmp_path), "searched_arch.json"))
