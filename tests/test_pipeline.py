@@ -84,6 +84,20 @@ def test_stale_stage_reruns_and_downstream_follow(trees_run):
     assert _manifest(out, "adapt")["key"] != first["adapt"]["key"]
 
 
+def test_interrupted_stage_resumes(trees_run):
+    out, _ = trees_run
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
+    man = _manifest(out, "baseline")
+    man["status"] = "running"  # as left by a killed run
+    with open(os.path.join(out, "baseline", "stage.json"), "w") as f:
+        json.dump(man, f)
+    assert pipe.status("baseline")[0] == "partial"
+    resumed = pipe.run(["baseline"])["baseline"]
+    assert resumed["status"] == "done" and not resumed.get("skipped")
+    assert resumed["wall_time_s"] >= man["wall_time_s"]  # time of both runs
+    assert not os.path.isdir(os.path.join(out, "baseline.stale"))  # resumed in place
+
+
 def test_modified_output_and_missing_input_name_the_stage(trees_run, tmp_path):
     out, _ = trees_run
     pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
