@@ -28,6 +28,15 @@ from fna_d2.modeling import backbones
 from _search_cfg import search_cfg
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """A shared 2-core machine: one thread avoids OpenMP oversubscription slow-downs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -61,7 +61,6 @@ from detectron2.config import CfgNode
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.build import build_batch_data_loader
 from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, hooks
-from detectron2.engine import create_ddp_model
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, get_event_storage
@@ -71,7 +70,7 @@ from ..arch import SKIP, Arch, save_arch
 from ..config import ConfigError
 from ..data.split import DataSplit, make_split, save_split
 from .plots import merge_series, plot_alpha_heatmap, plot_search_curves, read_metrics_json
-from .trainer import FNATrainer, check_datasets, train_mapper
+from .trainer import FNATrainer, check_datasets, ddp_model, train_mapper
 
 __all__ = ["SearchTrainer", "SearchStepRunner", "SearchSchedule", "SearchResumeError",
            "DataStream", "StreamSampler", "AlphaStats", "alpha_stats", "check_search_cfg",
@@ -115,6 +114,9 @@ def check_search_cfg(cfg: CfgNode) -> None:
     for key in ("COLLAPSE_SKIP_RATIO", "COLLAPSE_ENTROPY"):
         if not 0.0 <= float(s[key]) <= 1.0:
             raise ConfigError(f"MODEL.FNA.SEARCH.{key} must be in [0, 1], got {s[key]}")
+    if int(s.LATENCY_THREADS) < 0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_THREADS must be >= 0, got "
+                          f"{s.LATENCY_THREADS}")
     if int(s.LATENCY_REPEATS) < 1:
         raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_REPEATS must be >= 1, got "
                           f"{s.LATENCY_REPEATS}")
@@ -586,7 +588,7 @@ class SearchTrainer(FNATrainer):
         arch_optimizer = self.build_arch_optimizer(cfg, self.net)
         self.split, weight_stream, arch_stream = self.build_search_streams(cfg)
         self.cost_table, self.madds_table = self.build_cost_tables(cfg, self.net)
-        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=True)
+        model = ddp_model(model, broadcast_buffers=False, find_unused_parameters=True)
         self._trainer = SearchStepRunner(
             model, self.net, weight_stream, arch_stream, optimizer, arch_optimizer,
             self.cost_table, SearchSchedule.from_config(cfg), cfg.MODEL.FNA.SEARCH.SEED,
@@ -670,7 +672,8 @@ class SearchTrainer(FNATrainer):
         if comm.is_main_process():
             path = s.LATENCY_TABLE or os.path.join(cfg.OUTPUT_DIR, "latency_table.json")
             table = latency_table(net.space.with_output_stride(os_), size, path=path,
-                                  repeats=int(s.LATENCY_REPEATS))
+                                  repeats=int(s.LATENCY_REPEATS),
+                                  threads=int(s.LATENCY_THREADS) or None)
         if comm.get_world_size() > 1:
             box = [table]
             torch.distributed.broadcast_object_list(box, src=0)

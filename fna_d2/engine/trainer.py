@@ -40,7 +40,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError",
+__all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError", "ddp_model",
            "check_datasets", "train_augmentations", "train_mapper", "is_semantic",
            "load_sem_seg_gt"]
 
@@ -192,6 +192,15 @@ def _atomic_checkpointer_class() -> type:
     return _ATOMIC_CLS[FNACheckpointer]
 
 
+def ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
+    """detectron2's ``create_ddp_model``, also for CPU models (it would pass
+    ``device_ids=[local_rank]``, which DistributedDataParallel refuses for CPU modules)."""
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
 class FNATrainer(DefaultTrainer):
     """DefaultTrainer with seed remapping, BN recalibration, evaluator selection and the
     segmentation mapper/scheduler (see the module docstring)."""
@@ -206,7 +215,7 @@ class FNATrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = ddp_model(model, broadcast_buffers=False)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
             model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
