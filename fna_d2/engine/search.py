@@ -178,7 +178,8 @@ class SeededMapDataset(Dataset):
         finally:
             np.random.set_state(state)
         if out is None:
-            raise RuntimeError(f"the train mapper returned None for {self.dicts[index].get('file_name')}")
+            name = self.dicts[index].get("file_name")
+            raise RuntimeError(f"the train mapper returned None for {name}")
         return out
 
 

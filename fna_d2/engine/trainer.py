@@ -40,8 +40,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError", "ddp_model",
-           "check_datasets", "train_augmentations", "train_mapper", "is_semantic",
+__all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError",
+           "ddp_model", "check_datasets", "train_augmentations", "train_mapper", "is_semantic",
            "load_sem_seg_gt"]
 
 logger = logging.getLogger(__name__)
