@@ -327,3 +327,17 @@ def test_resume_with_another_split_is_refused(straight, tmp_path):
     other = build_trainer(search_cfg(run, **{"MODEL.FNA.SEARCH.ARCH_SPLIT": 0.3}))
     with pytest.raises(SearchResumeError, match="different arch/weight split"):
         other.resume_or_load(resume=True)
+
+
+def test_collapse_without_stop_only_warns(tmp_path):
+    cfg = search_cfg(tmp_path, **{"MODEL.FNA.SEARCH.WARMUP_ITERS": 10,
+                                  "MODEL.FNA.SEARCH.DERIVE_PERIOD": 0,
+                                  "SOLVER.MAX_ITER": 2, "SOLVER.CHECKPOINT_PERIOD": 100})
+    trainer = build_trainer(cfg)
+    trainer.register_hooks([_SetAlphas({0: SKIP})])
+    trainer.resume_or_load(resume=False)
+    result = trainer.train()
+    assert result["iterations"] == 2 and not result["stopped_early"]
+    assert [v for v, _ in trainer.storage.history("search/skip_heavy").values()] == [1.0, 1.0]
+    arch = load_arch(str(tmp_path / "searched_arch.json"))
+    assert "skip-heavy" in arch.meta["warning"]

@@ -126,3 +126,16 @@ def test_bn_recalibration_after_remapping(tmp_path):
     trainer.resume_or_load(resume=False)
     report = trainer.checkpointer.remap_report
     assert report is not None and report.meta["bn_recalibration"]["iters"] == 2
+
+
+def test_arch_half_without_augmentation_is_resized_only(tmp_path):
+    import detectron2.data.transforms as T
+
+    from fna_d2.engine.trainer import train_augmentations
+
+    det = train_augmentations(trees_cfg(tmp_path), augment=False)
+    assert [type(a) for a in det] == [T.ResizeShortestEdge]
+    assert det[0].short_edge_length == (64, 64)
+    seg = train_augmentations(nuclei_cfg(tmp_path), augment=False)
+    assert [type(a) for a in seg] == [T.ResizeShortestEdge, T.RandomCrop_CategoryAreaConstraint]
+    assert T.RandomFlip in [type(a) for a in train_augmentations(nuclei_cfg(tmp_path))]
