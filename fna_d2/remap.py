@@ -47,7 +47,7 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple,
                     Union)
 
 import torch
