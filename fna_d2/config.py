@@ -51,6 +51,9 @@ def add_fna_config(cfg: CN) -> CN:
     # Search space for NETWORK="super": "detection" (4,4,4,4,4,1 layers, 21 searchable) or
     # "segmentation" (4,4,6,6,4,1 layers, 25 searchable).
     _C.MODEL.FNA.SEARCH_SPACE = "detection"
+    # Layers per searchable stage, overriding SEARCH_SPACE's (e.g. [2, 2, 1, 1, 1, 1] for a small
+    # space in quick experiments); empty: the space's own depths.
+    _C.MODEL.FNA.SEARCH_DEPTHS = []
     # Seed architecture whose macro structure (widths, strides) defines the spaces:
     # "mobilenetv2" or "efficientnet_lite0".
     _C.MODEL.FNA.SEED = "mobilenetv2"

@@ -7,29 +7,21 @@ from typing import Any
 
 import fna_d2.data  # noqa: F401  (registers the demo datasets)
 import fna_d2.modeling  # noqa: F401  (registers the backbones)
-from fna_d2.arch import space_from_seed
 from fna_d2.config import get_fna_cfg
-from fna_d2.modeling import backbones
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "tiny_test"
-#: depths of the tiny space: 8 searchable layers, 2 of them offer skip
+#: depths of the tiny space (MODEL.FNA.SEARCH_DEPTHS): 8 searchable layers, 2 of them offer
+#: skip; a small space keeps a mixed (all-ops) forward cheap on 2 CPU cores
 TINY_DEPTHS = (2, 2, 1, 1, 1, 1)
-
-
-def register_tiny_space() -> None:
-    """A small space keeps a mixed (all-ops) forward cheap on 2 CPU cores. Test-only: the
-    backbones' space table is module state of fna_d2.modeling.backbones."""
-    backbones._SPACES.setdefault(TINY, lambda seed: space_from_seed(seed, TINY_DEPTHS, TINY))
 
 
 def search_cfg(output_dir: str, **overrides: Any):
     """RetinaNet (1 head conv, FPN 32) over the tiny super net, 96 px, batch 2, CPU."""
-    register_tiny_space()
     cfg = get_fna_cfg(os.path.join(REPO, "configs", "Base-FNA-RetinaNet.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.FNA.NETWORK = "super"
-    cfg.MODEL.FNA.SEARCH_SPACE = TINY
+    cfg.MODEL.FNA.SEARCH_SPACE = "detection"
+    cfg.MODEL.FNA.SEARCH_DEPTHS = list(TINY_DEPTHS)
     cfg.MODEL.FNA.SEED_WEIGHTS = ""
     cfg.MODEL.RETINANET.NUM_CLASSES = 1
     cfg.MODEL.RETINANET.NUM_CONVS = 1

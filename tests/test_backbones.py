@@ -378,11 +378,23 @@ def test_config_errors(tmp_path):
         build_backbone(_cfg("seed", OUT_FEATURES=["c3", "res5"]))
     with pytest.raises(ValueError, match=r"MODEL\.FNA\.SEARCH_SPACE.*'big'"):
         build_backbone(_cfg("super", SEARCH_SPACE="big"))
+    with pytest.raises(ArchError, match=r"MODEL\.FNA\.SEARCH_DEPTHS=\[2, 2\].*depths has 2"):
+        build_backbone(_cfg("super", SEARCH_DEPTHS=[2, 2]))
+    with pytest.raises(ArchError, match=r"MODEL\.FNA\.SEARCH_DEPTHS.*stage 3.*depth"):
+        build_backbone(_cfg("super", SEARCH_DEPTHS=[2, 2, 0, 1, 1, 1]))
     with pytest.raises(ArchError, match=r"MODEL\.FNA\.SEED.*'resnet'"):
         build_backbone(_cfg("seed", SEED="resnet"))
     cfg = retinanet_cfg("seed", OUT_FEATURES=["c3", "c4"])
     with pytest.raises(ValueError, match=r"MODEL\.FNA\.OUT_FEATURES.*'c5'"):
         build_model(cfg)
+
+
+def test_search_depths_override_the_space():
+    net = build_backbone(_cfg("super", SEARCH_DEPTHS=[2, 2, 1, 1, 1, 1]))
+    assert net.space.stages[1].depth == 2 and net.space.stages[3].depth == 1
+    # 16->24 s2 (2 layers: first + 1 with skip), 24->32 (2), then 4 single first layers
+    assert net.space.num_searchable == 8 and len(net.arch_parameters()) == 8
+    assert [len(c) for c in net.space.stages[1].candidates] == [6, 7]
 
 
 def test_efficientnet_lite0_arch():

@@ -18,12 +18,11 @@ from detectron2.engine import HookBase
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from fna_d2.arch import SKIP, load_arch, space_from_seed
+from fna_d2.arch import SKIP, load_arch
 from fna_d2.config import ConfigError
 from fna_d2.data.split import SplitError, image_ids_hash, make_split, save_split, split_indices
 from fna_d2.engine import SearchTrainer, build_trainer
 from fna_d2.engine.search import SearchResumeError, alpha_stats, check_search_cfg
-from fna_d2.modeling import backbones
 
 from _search_cfg import search_cfg
 
@@ -178,9 +177,7 @@ def test_resume_from_another_space_is_refused(straight, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(out, run)
     keep = {n: (run / n).read_bytes() for n in ("searched_arch.json", "last_checkpoint")}
-    backbones._SPACES.setdefault(
-        "tiny_test_other", lambda seed: space_from_seed(seed, (2, 1, 1, 1, 1, 1), "other"))
-    other = build_trainer(search_cfg(run, **{"MODEL.FNA.SEARCH_SPACE": "tiny_test_other"}))
+    other = build_trainer(search_cfg(run, **{"MODEL.FNA.SEARCH_DEPTHS": [2, 1, 1, 1, 1, 1]}))
     with pytest.raises(SearchResumeError, match="different search space"):
         other.resume_or_load(resume=True)
     assert keep == {n: (run / n).read_bytes() for n in keep}

@@ -31,7 +31,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from ..arch import (SKIP, Arch, ArchError, SearchSpace, detection_space, load_arch,
-                    mobilenetv2_arch, segmentation_space)
+                    mobilenetv2_arch, segmentation_space, space_from_seed)
 from ..seeds_arch import seed_arch
 from .ops import SEARCH_BN, ConvBN, NormSpec, build_op, make_norm
 
@@ -444,7 +444,14 @@ def space_from_config(cfg) -> SearchSpace:
     if name not in _SPACES:
         raise ValueError(f"MODEL.FNA.SEARCH_SPACE: unknown search space {name!r}; known: "
                          f"{', '.join(sorted(_SPACES))}")
-    return _SPACES[name](seed_arch(cfg.MODEL.FNA.SEED))
+    seed = seed_arch(cfg.MODEL.FNA.SEED)
+    depths = tuple(cfg.MODEL.FNA.SEARCH_DEPTHS)
+    if not depths:
+        return _SPACES[name](seed)
+    try:
+        return space_from_seed(seed, depths, f"{name}{list(depths)}")
+    except ArchError as e:
+        raise ArchError(f"MODEL.FNA.SEARCH_DEPTHS={list(depths)}: {e}") from None
 
 
 @BACKBONE_REGISTRY.register()
