@@ -112,6 +112,19 @@ class _StagedBackbone(Backbone):
     def size_divisibility(self) -> int:
         return self._size_div
 
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``self.stem`` then ``self.stages`` up to the last requested output (subclasses with
+        another layout override this)."""
+        outputs: Dict[str, torch.Tensor] = {}
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i < self._num_run:
+                x = stage(x)
+                name = self._stage_names[i]
+                if name != "":
+                    outputs[name] = x
+        return outputs
+
 
 def _check_freeze_at(freeze_at: int, num_blocks: int) -> None:
     if not 0 <= freeze_at <= num_blocks:
@@ -229,16 +242,6 @@ class DerivedNet(_StagedBackbone):
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
         return {"arch": arch_from_config(cfg), **_common_kwargs(cfg, input_shape)}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        outputs: Dict[str, torch.Tensor] = {}
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            if i < self._num_run:
-                x = stage(x)
-                name = self._stage_names[i]
-                if name != "":
-                    outputs[name] = x
-        return outputs
 
 
 # ----------------------------------------------------------------------------- super
@@ -375,16 +378,6 @@ class SuperNet(_StagedBackbone):
         return self.path_arch(path, {"name": f"derived_{self.space.name}",
                                      "space": self.space.name})
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        outputs: Dict[str, torch.Tensor] = {}
-        x = self.stem(x)
-        for i, stage in enumerate(self.stages):
-            if i < self._num_run:
-                x = stage(x)
-                name = self._stage_names[i]
-                if name != "":
-                    outputs[name] = x
-        return outputs
 
 
 def find_supernet(model: nn.Module) -> Optional[SuperNet]:
