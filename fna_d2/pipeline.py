@@ -143,7 +143,6 @@ def _setup_worker(cfg: CfgNode, threads: int) -> None:
 def train_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
     """Train (or search) with ``cfg``, resuming from ``cfg.OUTPUT_DIR``'s last checkpoint if
     any; rank 0 writes the trainer's final evaluation (if it ran one) to ``result_path``."""
-    import fna_d2.modeling.seg_head  # noqa: F401  (registers the head in spawned workers)
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
 
@@ -161,7 +160,6 @@ def train_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
 
 def eval_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
     """Evaluate ``cfg.MODEL.WEIGHTS`` on ``cfg.DATASETS.TEST``; rank 0 writes the results."""
-    import fna_d2.modeling.seg_head  # noqa: F401
     from detectron2.utils import comm
 
     from .engine import evaluate_only
@@ -620,8 +618,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from detectron2.utils.logger import setup_logger
 
-    import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
-    import fna_d2.modeling.seg_head  # noqa: F401
 
     try:
         pipe = Pipeline(args.config_file, args.output_dir, args.num_gpus, args.opts,

@@ -8,9 +8,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-import fna_d2  # noqa: F401
-import fna_d2.modeling  # noqa: F401
-import fna_d2.modeling.seg_head  # noqa: F401
+import fna_d2  # noqa: F401  (registers backbones, the head, demo datasets)
 from fna_d2.config import get_fna_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

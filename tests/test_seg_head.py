@@ -12,8 +12,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-import fna_d2  # noqa: F401
-import fna_d2.modeling  # noqa: F401
+import fna_d2  # noqa: F401  (registers backbones, the head, demo datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.modeling.seg_head import FNADeepLabV3Head
 
