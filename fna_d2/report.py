@@ -268,10 +268,11 @@ def _search_summary(search_dir: str, searched: Optional[Arch]) -> Dict[str, obje
                     continue
                 for k, v in rec.items():
                     if isinstance(v, (int, float)) and ("cost" in k or "loss" in k.lower()
-                                                        or k == "iteration"):
+                                                        or "entropy" in k or k == "iteration"):
                         last[k] = v
     for k in sorted(last):
-        if k == "iteration" or "cost" in k or k in ("total_loss", "arch/loss", "arch_loss"):
+        if (k == "iteration" or "cost" in k or "entropy" in k
+                or k in ("total_loss", "arch/total_loss")):
             v = last[k]
             out[k] = f"{v:.4g}" if isinstance(v, float) else v
     return out
