@@ -85,7 +85,8 @@ def draw(cfg, image_bgr: np.ndarray, threshold: float) -> np.ndarray:
     predictor = DefaultPredictor(cfg)
     outputs = predictor(image_bgr)
     name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
-    vis = Visualizer(image_bgr[:, :, ::-1], MetadataCatalog.get(name), scale=1.0,
+    scale = max(1.0, 512.0 / min(image_bgr.shape[:2]))  # small demo crops: draw larger
+    vis = Visualizer(image_bgr[:, :, ::-1], MetadataCatalog.get(name), scale=scale,
                      instance_mode=ColorMode.IMAGE)
     if "sem_seg" in outputs:
         labels = outputs["sem_seg"].argmax(dim=0).to("cpu")

@@ -218,3 +218,19 @@ def test_paper_config_runs_one_iteration(name, stand_in_datasets, tmp_path):
     assert trainer.iter == 1 and os.path.isfile(os.path.join(str(tmp_path), "model_final.pth"))
     if cfg.MODEL.FNA.NETWORK == "super":
         assert os.path.isfile(os.path.join(str(tmp_path), "searched_arch.json"))
+
+
+def test_inference_demo_draws_on_pipeline_output(trees_run, tmp_path):
+    """demo/demo.py on the adapt stage's own config and weights writes a PNG."""
+    import importlib.util
+
+    from PIL import Image
+
+    out, _ = trees_run
+    spec = importlib.util.spec_from_file_location("fna_demo", os.path.join(ROOT, "demo", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    png = str(tmp_path / "pred.png")
+    assert demo.main(["--config-file", os.path.join(out, "adapt", "config.yaml"),
+                      "--input", "fna_trees_val:0", "--output", png]) == 0
+    assert Image.open(png).size[0] >= 512
