@@ -1,0 +1,270 @@
+"""Shared helpers of the fna_d2 benchmarks (not a test module; nothing here is imported by
+fna_d2 itself).
+
+Every benchmark script writes ``<results dir>/<name>.json``::
+
+    {"name": ..., "date": ISO time, "machine": {...}, "quick": bool, "wall_time_s": ...,
+     "settings": {...}, "figures": {...}, "targets": {...}, "notes": [...]}
+
+``<results dir>`` is ``bench/results`` (or ``bench/results/quick`` with ``--quick``, so a smoke
+run never overwrites the figures of a full run). Figures go to ``docs/img`` (full) or
+``bench/results/quick/img`` (quick).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "bench")
+RESULTS = os.path.join(BENCH, "results")
+QUICK_RESULTS = os.path.join(RESULTS, "quick")
+DOC_IMG = os.path.join(REPO, "docs", "img")
+OUT = os.path.join(REPO, "output", "bench")  # scratch outputs (git-ignored)
+
+
+def results_dir(quick: bool) -> str:
+    return QUICK_RESULTS if quick else RESULTS
+
+
+def img_dir(quick: bool) -> str:
+    return os.path.join(QUICK_RESULTS, "img") if quick else DOC_IMG
+
+
+def scratch(*parts: str, quick: bool = False) -> str:
+    d = os.path.join(OUT, "quick" if quick else "full", *parts)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+# ----------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def machine_info(threads: Optional[int] = None) -> Dict[str, Any]:
+    """CPU model, cores, memory, torch version and thread count, load, date."""
+    import torch
+
+    mem_gb = None
+    try:
+        with open("/proc/meminfo", "r", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "torch": torch.__version__,
+        "torch_threads": int(threads if threads is not None else torch.get_num_threads()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "git": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return info
+
+
+# ----------------------------------------------------------------------------- allocator
+#: glibc mallopt parameters: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def apply_malloc(mode: str) -> Dict[str, Any]:
+    """``"default"``: leave glibc's malloc alone. ``"tuned"``: fix its mmap and trim thresholds
+    at 1 GiB (``mallopt``), so freed activation buffers stay in the heap instead of being
+    unmapped and page-faulted back in on the next forward pass (what glibc's dynamic
+    thresholds do for the multi-MB buffers of batch-1 CNN inference). Same effect as
+    ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment
+    or an allocator such as jemalloc / tcmalloc. Call before the measured work."""
+    info = {"mode": mode}
+    if mode == "default":
+        return info
+    if mode != "tuned":
+        raise ValueError(f"malloc mode must be 'default' or 'tuned', got {mode!r}")
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and \
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    info.update({"mallopt_ok": bool(ok), "mmap_threshold": 1 << 30, "trim_threshold": 1 << 30})
+    return info
+
+
+def minor_faults() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+# ----------------------------------------------------------------------------- results
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except Exception:  # noqa: BLE001
+            pass
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    return obj
+
+
+def write_result(name: str, quick: bool, doc: Dict[str, Any]) -> str:
+    """Write ``doc`` (plus name/date/quick) as ``<results dir>/<name>.json``; returns the path."""
+    d = results_dir(quick)
+    os.makedirs(d, exist_ok=True)
+    full = {"name": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick}
+    full.update(doc)
+    path = os.path.join(d, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_clean(full), f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"[bench] wrote {os.path.relpath(path, REPO)}")
+    return path
+
+
+def read_result(name: str, quick: bool) -> Optional[Dict[str, Any]]:
+    path = os.path.join(results_dir(quick), f"{name}.json")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- statistics
+def median(v: Sequence[float]) -> float:
+    return float(statistics.median(v)) if v else float("nan")
+
+
+def quartiles(v: Sequence[float]) -> List[float]:
+    """[q1, q3] (inclusive method); [x, x] for a single value."""
+    if not v:
+        return [float("nan")] * 2
+    if len(v) == 1:
+        return [float(v[0])] * 2
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return [float(q[0]), float(q[2])]
+
+
+def mean_std(v: Sequence[float]) -> Dict[str, float]:
+    v = [float(x) for x in v if x is not None and not math.isnan(float(x))]
+    if not v:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": sum(v) / len(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "min": min(v), "max": max(v), "n": len(v)}
+
+
+def summary(v: Sequence[float]) -> Dict[str, Any]:
+    return {"median": median(v), "iqr": quartiles(v), "n": len(v),
+            "samples": [round(float(x), 6) for x in v]}
+
+
+# ----------------------------------------------------------------------------- configs / runs
+def demo_cfg(config: str, opts: Iterable[Any] = ()) -> Any:
+    """``get_fna_cfg(REPO/config, opts)`` (fna_d2 imported, so the demo datasets register)."""
+    import fna_d2  # noqa: F401
+    from fna_d2.config import get_fna_cfg
+
+    return get_fna_cfg(os.path.join(REPO, config), [str(o) for o in opts])
+
+
+def quiet_logs() -> None:
+    import logging
+
+    for n in ("detectron2", "fna_d2", "d2", "fvcore"):
+        logging.getLogger(n).setLevel(logging.WARNING)
+
+
+def run_python(args: Sequence[str], log_path: Optional[str] = None, timeout: Optional[float] = None,
+               env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run ``sys.executable args`` from the repo root, output to ``log_path`` (or captured)."""
+    e = dict(os.environ)
+    e.setdefault("PYTHONUNBUFFERED", "1")
+    if env:
+        e.update(env)
+    cmd = [sys.executable] + list(args)
+    if log_path:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "w", encoding="utf-8") as log:
+            return subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  env=e, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def last_json_line(text: str) -> Dict[str, Any]:
+    """The last line of ``text`` that parses as a JSON object."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    raise ValueError("no JSON line in the output:\n" + text[-2000:])
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_fig(fig, path: str, dpi: int = 80) -> str:
+    """Save a small PNG (keep docs/img files well under 200 KB)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    size = os.path.getsize(path)
+    if size > 200_000:  # shrink once if a figure came out too big
+        fig.savefig(path, dpi=max(40, dpi * 2 // 3), bbox_inches="tight")
+    print(f"[bench] wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path) // 1024} KB)")
+    return path
+
+
+def fmt(v: Any, nd: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.{nd}f}"
+    return str(v)
