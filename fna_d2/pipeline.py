@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from detectron2.config import CfgNode
 
 from .config import ConfigError, get_fna_cfg
+from .remap import resolve_seed_uri
 
 __all__ = ["Pipeline", "PipelineError", "STAGES", "main", "split_opts"]
 
@@ -290,6 +291,10 @@ class Pipeline:
             cfg = self.stage_cfg(stage)
             inputs: Dict[str, str] = {}
             sw = cfg.MODEL.FNA.SEED_WEIGHTS
+            if sw.startswith("fna_d2://"):
+                # a packaged seed: hash the converted file (built once, on first use), so a
+                # re-conversion that changes the weights makes the trained stages stale
+                sw = resolve_seed_uri(sw)
             if sw and "://" not in sw:
                 inputs[os.path.abspath(sw)] = ""
             if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS:

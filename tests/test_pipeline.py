@@ -14,7 +14,7 @@ from detectron2.data import DatasetCatalog
 import fna_d2  # noqa: F401
 from fna_d2.arch import Arch, Stage, load_arch, save_arch
 from fna_d2.config import get_fna_cfg
-from fna_d2.pipeline import Pipeline, PipelineError, main, split_opts
+from fna_d2.pipeline import Pipeline, PipelineError, file_sha256, main, split_opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
@@ -138,6 +138,18 @@ def test_incompatible_arch_is_refused_before_training(tmp_path):
     with pytest.raises(PipelineError, match="incompatible with the seed"):
         pipe._check_adapt_arch(pipe.stage_cfg("adapt"))
     assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "model_final.pth"))
+
+
+def test_packaged_seed_is_hashed_into_trained_stage_keys(tmp_path):
+    """``fna_d2://`` seeds count as inputs: a changed converted seed makes the stages stale."""
+    from fna_d2.remap import resolve_seed_uri
+
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path))
+    seed = os.path.abspath(resolve_seed_uri("fna_d2://keras_mobilenetv2"))
+    for stage in ("search", "adapt", "baseline"):
+        assert pipe.spec(stage).inputs.get(seed) == "", stage
+    _, hashes = pipe.key(pipe.spec("search"))
+    assert hashes[os.path.relpath(seed, pipe.root)] == file_sha256(seed)
 
 
 def test_split_opts():
