@@ -28,7 +28,6 @@ Usage: ``python datasets/prepare_nuclei_demo.py [--root DIR] [--force]``.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -53,7 +52,7 @@ def _load_sibling(stem: str) -> Any:
     return sys.modules[name]
 
 
-_tree = _load_sibling("prepare_tree_demo")  # shared helpers: root, atomic build, completeness
+_tree = _load_sibling("prepare_tree_demo")  # shared helpers: root, atomic build, completeness, CLI
 atomic_build = _tree.atomic_build
 datasets_root = _tree.datasets_root
 is_complete = _tree.is_complete
@@ -191,23 +190,11 @@ def prepare_nuclei_demo(root: Optional[str] = None, force: bool = False, src_dir
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(description="Build the fna_nuclei demo semantic segmentation set.")
-    p.add_argument("--root", help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
-    p.add_argument("--src", help="folder with img2d.tif and mask2d.tif (default: stardist's)")
-    p.add_argument("--force", action="store_true", help="rebuild even if complete")
-    args = p.parse_args(argv)
-    try:
-        out = prepare_nuclei_demo(args.root, args.force, args.src)
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    with open(os.path.join(out, "stats.json")) as f:
-        st = json.load(f)
-    print(out)
-    for split, s in st["splits"].items():
-        print(f"  {split}: {s['crops']} crops of {st['crop']}x{st['crop']}, "
-              f"foreground {s['foreground_fraction']:.1%}")
-    return 0
+    return _tree.run_prepare_cli(
+        "Build the fna_nuclei demo semantic segmentation set.",
+        "folder with img2d.tif and mask2d.tif (default: stardist's)", prepare_nuclei_demo,
+        lambda split, s, st: (f"  {split}: {s['crops']} crops of {st['crop']}x{st['crop']}, "
+                              f"foreground {s['foreground_fraction']:.1%}"), argv)
 
 
 if __name__ == "__main__":

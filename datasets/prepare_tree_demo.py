@@ -308,24 +308,37 @@ def prepare_tree_demo(root: Optional[str] = None, force: bool = False, src_dir: 
     return atomic_build(final, lambda d: build_tree_demo(d, src_dir), BUILD_VERSION, force)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point."""
-    p = argparse.ArgumentParser(description="Build the fna_trees demo detection set (COCO format).")
+def run_prepare_cli(description: str, src_help: str,
+                    prepare: Callable[[Optional[str], bool, Optional[str]], str],
+                    split_line: Callable[[str, Dict[str, Any], Dict[str, Any]], str],
+                    argv: Optional[Sequence[str]] = None) -> int:
+    """The ``main()`` of the ``prepare_*_demo.py`` scripts: ``--root/--src/--force``, build with
+    ``prepare(root, force, src)``, print the path, then one ``split_line(split, split_stats,
+    stats)`` per split (``stats``: the built set's ``stats.json``). Returns the exit code."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--root", help="datasets root (default: $DETECTRON2_DATASETS or ./datasets)")
-    p.add_argument("--src", help="folder with the scenes (default: deepforest/data)")
+    p.add_argument("--src", help=src_help)
     p.add_argument("--force", action="store_true", help="rebuild even if complete")
     args = p.parse_args(argv)
     try:
-        out = prepare_tree_demo(args.root, args.force, args.src)
+        out = prepare(args.root, args.force, args.src)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     with open(os.path.join(out, "stats.json")) as f:
         st = json.load(f)
-    print(f"{out}")
+    print(out)
     for split, s in st["splits"].items():
-        print(f"  {split}: {s['images']} tiles, {s['boxes']} boxes")
+        print(split_line(split, s, st))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    return run_prepare_cli(
+        "Build the fna_trees demo detection set (COCO format).",
+        "folder with the scenes (default: deepforest/data)", prepare_tree_demo,
+        lambda split, s, st: f"  {split}: {s['images']} tiles, {s['boxes']} boxes", argv)
 
 
 if __name__ == "__main__":
