@@ -19,7 +19,7 @@ With ``output_stride`` 16 / 8 the later stages are dilated (DeepLab rule) and
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,8 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from ..arch import (SKIP, Arch, ArchError, SearchSpace, detection_space, load_arch,
-                    mobilenetv2_arch, segmentation_space, space_from_seed)
+from ..arch import (SKIP, Arch, ArchError, SearchSpace, SearchStage, Stage, detection_space,
+                    load_arch, mobilenetv2_arch, segmentation_space, space_from_seed)
 from ..seeds_arch import seed_arch
 from .ops import SEARCH_BN, ConvBN, NormSpec, build_op, make_norm
 
@@ -214,6 +214,22 @@ def _stem(in_channels: int, channels: int, norm: NormSpec, eps: float, momentum:
     return ConvBN(in_channels, channels, 3, 2, norm=norm, bn_eps=eps, bn_momentum=momentum)
 
 
+def _build_stem_and_stages(net: _StagedBackbone, built: Union[Arch, SearchSpace],
+                           layer: Callable[[Union[Stage, SearchStage], int], nn.Module], *,
+                           in_channels: int, norm: NormSpec, bn_eps: float, bn_momentum: float,
+                           out_features: Sequence[str], freeze_at: int) -> None:
+    """Give ``net`` (a DerivedNet or SuperNet) ``stem`` and ``stages`` (stage ``s`` is an
+    ``nn.Sequential`` of ``layer(built.stages[s], i)``), its outputs and its frozen blocks.
+    ``built``: the Arch / SearchSpace after the output-stride rule."""
+    net.stem = _stem(in_channels, built.stem_channels, norm, bn_eps, bn_momentum)
+    net.stages = nn.ModuleList()
+    for st in built.stages:
+        net.stages.append(nn.Sequential(*[layer(st, i) for i in range(st.depth)]))
+    net._setup_outputs(built, out_features)
+    _freeze_blocks([(net, "stem", net.stem)]
+                   + [(net.stages, str(s), m) for s, m in enumerate(net.stages)], freeze_at)
+
+
 class DerivedNet(_StagedBackbone):
     """The network of an :class:`Arch` (skips moved to the end of their stage)."""
 
@@ -225,18 +241,11 @@ class DerivedNet(_StagedBackbone):
         arch.validate("arch")
         self.arch = arch.skips_to_end()
         built = self.arch.with_output_stride(output_stride)
-        self.stem = _stem(in_channels, built.stem_channels, norm, bn_eps, bn_momentum)
-        self.stages = nn.ModuleList()
-        for st in built.stages:
-            layers = []
-            for i, op in enumerate(st.ops):
-                cin, cout, stride = st.layer_io(i)
-                layers.append(build_op(op, cin, cout, stride, st.dilation, norm, bn_eps,
-                                       bn_momentum))
-            self.stages.append(nn.Sequential(*layers))
-        self._setup_outputs(built, out_features)
-        _freeze_blocks([(self, "stem", self.stem)]
-                       + [(self.stages, str(s), m) for s, m in enumerate(self.stages)], freeze_at)
+        _build_stem_and_stages(
+            self, built, lambda st, i: build_op(st.ops[i], *st.layer_io(i), st.dilation, norm,
+                                                bn_eps, bn_momentum),
+            in_channels=in_channels, norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum,
+            out_features=out_features, freeze_at=freeze_at)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
@@ -289,22 +298,16 @@ class SuperNet(_StagedBackbone):
         space.validate("space")
         self.space = space
         built = space.with_output_stride(output_stride)
-        self.stem = _stem(in_channels, built.stem_channels, norm, bn_eps, bn_momentum)
-        self.stages = nn.ModuleList()
-        for st in built.stages:
-            layers = []
-            for i, cands in enumerate(st.candidates):
-                cin, cout, stride = st.layer_io(i)
-                if len(cands) > 1:
-                    op = MixedOp(cands, cin, cout, stride, st.dilation, bn_eps, bn_momentum)
-                else:
-                    op = build_op(cands[0], cin, cout, stride, st.dilation, norm, bn_eps,
-                                  bn_momentum)
-                layers.append(op)
-            self.stages.append(nn.Sequential(*layers))
-        self._setup_outputs(built, out_features)
-        _freeze_blocks([(self, "stem", self.stem)]
-                       + [(self.stages, str(s), m) for s, m in enumerate(self.stages)], freeze_at)
+
+        def layer(st: SearchStage, i: int) -> nn.Module:
+            cands, (cin, cout, stride) = st.candidates[i], st.layer_io(i)
+            if len(cands) > 1:
+                return MixedOp(cands, cin, cout, stride, st.dilation, bn_eps, bn_momentum)
+            return build_op(cands[0], cin, cout, stride, st.dilation, norm, bn_eps, bn_momentum)
+
+        _build_stem_and_stages(self, built, layer, in_channels=in_channels, norm=norm,
+                               bn_eps=bn_eps, bn_momentum=bn_momentum,
+                               out_features=out_features, freeze_at=freeze_at)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
