@@ -3,7 +3,7 @@ the demo tree-crown data (imported by test_search.py and by the DDP test's spawn
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Dict
 
 import fna_d2.data  # noqa: F401  (registers the demo datasets)
 import fna_d2.modeling  # noqa: F401  (registers the backbones)
@@ -13,6 +13,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: depths of the tiny space (MODEL.FNA.SEARCH_DEPTHS): 8 searchable layers, 2 of them offer
 #: skip; a small space keeps a mixed (all-ops) forward cheap on 2 CPU cores
 TINY_DEPTHS = (2, 2, 1, 1, 1, 1)
+
+
+def set_options(cfg, options: Dict[str, Any]):
+    """``cfg.A.B.LEAF = value`` for every ``"A.B.LEAF": value`` of ``options``; returns ``cfg``."""
+    for key, value in options.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
 
 
 def search_cfg(output_dir: str, **overrides: Any):
@@ -46,10 +57,4 @@ def search_cfg(output_dir: str, **overrides: Any):
     s.DERIVE_PERIOD = 2
     s.SEED = 3
     cfg.OUTPUT_DIR = str(output_dir)
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return set_options(cfg, overrides)

@@ -16,13 +16,8 @@ from fna_d2.latency import (LatencyTableError, latency_table, layer_shapes,
 SIZE = (32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Timings on a shared 2-core machine: one thread avoids OpenMP oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the whole module (see conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,8 @@ from fna_d2.engine.search import SearchResumeError, alpha_stats, check_search_cf
 from _search_cfg import search_cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A shared 2-core machine: one thread avoids OpenMP oversubscription slow-downs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the whole module (see conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(model):

@@ -16,15 +16,11 @@ from fna_d2.config import get_fna_cfg
 from fna_d2.engine import FNATrainer, build_trainer, evaluate_only
 from fna_d2.engine.trainer import DatasetNotRegisteredError, load_sem_seg_gt
 
-from _search_cfg import REPO
+from _search_cfg import REPO, set_options
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+#: one torch thread for the whole module (see conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trees_cfg(out, **overrides):
@@ -43,13 +39,7 @@ def trees_cfg(out, **overrides):
     cfg.SOLVER.WARMUP_ITERS = 1
     cfg.SOLVER.CHECKPOINT_PERIOD = 1000
     cfg.OUTPUT_DIR = str(out)
-    for k, v in overrides.items():
-        node = cfg
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return cfg
+    return set_options(cfg, overrides)
 
 
 def nuclei_cfg(out):
