@@ -127,6 +127,13 @@ def add_fna_config(cfg: CN) -> CN:
     # Stop the search early on collapse and keep the last healthy architecture.
     _C.MODEL.FNA.SEARCH.STOP_ON_COLLAPSE = False
 
+    # Segmentation inference of META_ARCHITECTURE "FNASemanticSegmentor" (others ignore these).
+    _C.MODEL.FNA.SEG = CN()
+    # Side of the square sliding inference window (Cityscapes, paper: 769); 0 = whole image.
+    _C.MODEL.FNA.SEG.SLIDING_WINDOW_SIZE = 0
+    # Step between windows, <= the size; 0 = ceil(2/3 * size) (513 for 769, DeepLab's setting).
+    _C.MODEL.FNA.SEG.SLIDING_WINDOW_STRIDE = 0
+
     _C.SOLVER.ARCH = CN()
     # Adam learning rate of the architecture parameters.
     _C.SOLVER.ARCH.BASE_LR = 3e-4

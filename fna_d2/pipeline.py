@@ -120,7 +120,9 @@ def _config_digest(cfg: CfgNode, root: str) -> str:
 
 def _task_of(cfg: CfgNode) -> Tuple[str, str]:
     """("detection", "AP") or ("segmentation", "mIoU") from the meta-architecture."""
-    if "SemanticSegmentor" in cfg.MODEL.META_ARCHITECTURE:
+    from .engine.trainer import is_semantic
+
+    if is_semantic(cfg):
         return "segmentation", "mIoU"
     return "detection", "AP"
 

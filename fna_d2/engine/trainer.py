@@ -102,8 +102,15 @@ def load_sem_seg_gt(filename: str, dtype=int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- mapping
 def is_semantic(cfg: CfgNode) -> bool:
-    """True for semantic segmentation meta-architectures (``SemanticSegmentor``)."""
-    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+    """True for semantic segmentation meta-architectures: ``SemanticSegmentor`` and any
+    registered subclass of it (e.g. fna_d2's sliding-window ``FNASemanticSegmentor``)."""
+    from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+
+    try:
+        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    except KeyError:  # not registered: build_model would fail anyway
+        return False
+    return isinstance(arch, type) and issubclass(arch, SemanticSegmentor)
 
 
 def train_augmentations(cfg: CfgNode, augment: bool = True) -> List[T.Augmentation]:
