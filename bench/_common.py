@@ -12,6 +12,7 @@ run never overwrites the figures of a full run). Figures go to ``docs/img`` (ful
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -45,17 +46,6 @@ def scratch(*parts: str, quick: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", "r", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
@@ -79,8 +69,10 @@ def machine_info(threads: Optional[int] = None) -> Dict[str, Any]:
                     mem_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
     except OSError:
         pass
+    from fna_d2.latency import device_signature
+
     info = {
-        "cpu": cpu_model(),
+        "cpu": device_signature("cpu")["name"],  # the CPU name latency tables are keyed by
         "logical_cores": os.cpu_count(),
         "memory_gb": mem_gb,
         "torch": torch.__version__,
@@ -196,6 +188,15 @@ def summary(v: Sequence[float]) -> Dict[str, Any]:
             "samples": [round(float(x), 6) for x in v]}
 
 
+# ----------------------------------------------------------------------------- command line
+def arg_parser(doc: str, quick_help: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser every bench script starts with: the first paragraph of its ``doc`` as the
+    description, and ``--quick`` (help ``quick_help``)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    return ap
+
+
 # ----------------------------------------------------------------------------- configs / runs
 def demo_cfg(config: str, opts: Iterable[Any] = ()) -> Any:
     """``get_fna_cfg(REPO/config, opts)`` (fna_d2 imported, so the demo datasets register)."""
@@ -258,6 +259,14 @@ def save_fig(fig, path: str, dpi: int = 80) -> str:
         fig.savefig(path, dpi=max(40, dpi * 2 // 3), bbox_inches="tight")
     print(f"[bench] wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path) // 1024} KB)")
     return path
+
+
+def finish_fig(fig, path: str) -> str:
+    """``tight_layout``, :func:`save_fig` to ``path`` and close ``fig``; returns the path."""
+    fig.tight_layout()
+    out = save_fig(fig, path)
+    pyplot().close(fig)
+    return out
 
 
 def fmt(v: Any, nd: int = 2) -> str:

@@ -20,7 +20,6 @@ is skipped with a note.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import sys
@@ -187,15 +186,11 @@ def plot(rows, lat, sizes, path: str) -> str:
         ax.set_ylabel("backbone latency (ms, 1 thread, CPU time)")
         ax.set_title(f"{key}, batch 1", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = C.save_fig(fig, path)
-    plt.close(fig)
-    return out
+    return C.finish_fig(fig, path)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = C.arg_parser(__doc__)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--malloc", choices=("default", "tuned"), default="default",
                     help="glibc malloc as is, or with fixed mmap/trim thresholds (results go to "

@@ -26,7 +26,6 @@ Targets: mean relative error <= 10 %, Spearman >= 0.9.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -155,15 +154,11 @@ def plot(all_passes: Dict[str, List[Dict[str, Any]]], path: str, size, malloc: s
     ax.set_ylabel("predicted by the lookup table (ms)")
     ax.set_title(f"latency model, {size[0]}x{size[1]}, batch 1, {malloc} malloc", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = C.save_fig(fig, path)
-    plt.close(fig)
-    return out
+    return C.finish_fig(fig, path)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = C.arg_parser(__doc__)
     ap.add_argument("--num-archs", type=int, default=None, help="default 24 (quick 6)")
     ap.add_argument("--size", type=int, default=None, help="input side (default 256; quick 128)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per op/net (default 15)")

@@ -14,7 +14,6 @@ and of the MobileNetV2 baseline) are copied from the pipeline's ``evaluate/resul
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -85,15 +84,11 @@ def plot(run: Dict[str, Any], path: str) -> str:
         ax.text(v, i, f" {v:.1f}", va="center", fontsize=7)
     ax.set_xlabel("wall time (min)")
     ax.set_title(f"demo pipeline stages, total {sum(vals):.1f} min", fontsize=9)
-    fig.tight_layout()
-    out = C.save_fig(fig, path)
-    plt.close(fig)
-    return out
+    return C.finish_fig(fig, path)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="(reads manifests; nothing to shrink)")
+    ap = C.arg_parser(__doc__, "(reads manifests; nothing to shrink)")
     ap.add_argument("--run", action="store_true", help="run the demo pipeline first")
     ap.add_argument("--force", action="store_true", help="with --run: re-run finished stages")
     ap.add_argument("--root", default="", help="pipeline output dir to read")

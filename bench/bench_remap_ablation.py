@@ -265,28 +265,27 @@ def orderings(init: Dict[str, Any], strat: Dict[str, Any]) -> List[Dict[str, Any
     return rows
 
 
+def _ap_panel(ax, table: Dict[str, Any], keys: List[str], color: str, sep: str) -> None:
+    """One point per seed (grey; a missing AP as 0) and the mean +/- std (``color``) of
+    ``table[k]`` for each of ``keys``; tick labels broken after ``sep``."""
+    for i, k in enumerate(keys):
+        v = [0.0 if x is None else x for x in table[k]["AP_per_seed"]]
+        ax.scatter([i] * len(v), v, s=12, color="grey")
+        ax.errorbar([i], [table[k]["AP"]["mean"]], yerr=[table[k]["AP"]["std"]], fmt="o",
+                    color=color, capsize=4)
+    ax.set_xticks(range(len(keys)), [k.replace(sep, sep + "\n") for k in keys], fontsize=7)
+
+
 def plot(init, strat, searches, path: str, seeds) -> str:
     plt = C.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     ax = axes[0]
-    keys = list(PAPER_INIT)
-    for i, k in enumerate(keys):
-        v = [0.0 if x is None else x for x in init[k]["AP_per_seed"]]
-        ax.scatter([i] * len(v), v, s=12, color="grey")
-        ax.errorbar([i], [init[k]["AP"]["mean"]], yerr=[init[k]["AP"]["std"]], fmt="o",
-                    color="C0", capsize=4)
-    ax.set_xticks(range(len(keys)), [k.replace("/", "/\n") for k in keys], fontsize=7)
+    _ap_panel(ax, init, list(PAPER_INIT), "C0", "/")
     ax.set_xlabel("super net init / target init", fontsize=8)
     ax.set_ylabel("COCO AP (fna_trees_val)")
     ax.set_title(f"init ablation ({len(seeds)} seeds)", fontsize=9)
     ax = axes[1]
-    keys = list(PAPER_STRATEGY)
-    for i, k in enumerate(keys):
-        v = [0.0 if x is None else x for x in strat[k]["AP_per_seed"]]
-        ax.scatter([i] * len(v), v, s=12, color="grey")
-        ax.errorbar([i], [strat[k]["AP"]["mean"]], yerr=[strat[k]["AP"]["std"]], fmt="o",
-                    color="C1", capsize=4)
-    ax.set_xticks(range(len(keys)), [k.replace("+", "+\n") for k in keys], fontsize=7)
+    _ap_panel(ax, strat, list(PAPER_STRATEGY), "C1", "+")
     ax.set_ylabel("COCO AP")
     ax.set_title("target remapping strategy", fontsize=9)
     ax = axes[2]
@@ -302,10 +301,7 @@ def plot(init, strat, searches, path: str, seeds) -> str:
     ax.set_ylabel("task loss (5-iter mean)")
     ax.set_title("search loss curves", fontsize=9)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    out = C.save_fig(fig, path)
-    plt.close(fig)
-    return out
+    return C.finish_fig(fig, path)
 
 
 def _smooth(v: List[float], w: int) -> List[float]:
@@ -314,8 +310,7 @@ def _smooth(v: List[float], w: int) -> List[float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = C.arg_parser(__doc__)
     ap.add_argument("--size", type=int, default=None, help="image side (default 256; quick 128)")
     ap.add_argument("--iters", type=int, default=None, help="training iterations (default 150)")
     ap.add_argument("--lr", type=float, default=0.003,

@@ -319,15 +319,11 @@ def plot(times: Dict[str, List[float]], mem: Dict[str, Any], path: str, clock: s
     ax.set_ylabel("peak RSS (MB)")
     ax.legend(fontsize=7)
     ax.set_title("peak memory (separate processes)", fontsize=9)
-    fig.tight_layout()
-    out = C.save_fig(fig, path)
-    plt.close(fig)
-    return out
+    return C.finish_fig(fig, path)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke mode: small images, 2 rounds")
+    ap = C.arg_parser(__doc__, "smoke mode: small images, 2 rounds")
     ap.add_argument("--size", type=int, default=None, help="image side (default 320; quick 128)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7; quick 1)")

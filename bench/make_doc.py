@@ -5,7 +5,6 @@ the page comes from those files; nothing is typed in by hand except the paper's 
 values, which are labelled as such."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any, Dict, List, Optional
@@ -553,8 +552,7 @@ def render(quick: bool) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = C.arg_parser(__doc__)
     a = ap.parse_args(argv)
     render(a.quick)
     return 0

@@ -13,7 +13,6 @@ cost, latency model, remapping ablation. Each script runs in its own process; it
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -35,8 +34,7 @@ SCRIPTS = sorted({b for b, _ in BENCHES})
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke mode (minutes)")
+    ap = C.arg_parser(__doc__, "smoke mode (minutes)")
     ap.add_argument("--only", default="", help="comma list of scripts to run (e.g. "
                     "bench_inference.py); the page is rendered from all stored results")
     ap.add_argument("--run-pipeline", action="store_true",
