@@ -113,6 +113,18 @@ def apply_malloc(mode: str) -> Dict[str, Any]:
     return info
 
 
+def add_malloc_option(ap: argparse.ArgumentParser, name: str) -> None:
+    """``--malloc default|tuned`` (see :func:`apply_malloc`) for the benchmark ``name``."""
+    ap.add_argument("--malloc", choices=("default", "tuned"), default="default",
+                    help="glibc malloc as is, or with fixed mmap/trim thresholds (results go to "
+                         f"{malloc_result_name(name, 'tuned')}.json)")
+
+
+def malloc_result_name(name: str, mode: str) -> str:
+    """The result name of benchmark ``name`` run with ``--malloc mode``."""
+    return name if mode == "default" else f"{name}_tuned_malloc"
+
+
 def minor_faults() -> int:
     import resource
 

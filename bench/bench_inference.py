@@ -192,13 +192,11 @@ def plot(rows, lat, sizes, path: str) -> str:
 def main(argv=None) -> int:
     ap = C.arg_parser(__doc__)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--malloc", choices=("default", "tuned"), default="default",
-                    help="glibc malloc as is, or with fixed mmap/trim thresholds (results go to "
-                         "inference_tuned_malloc.json)")
+    C.add_malloc_option(ap, NAME)
     args = ap.parse_args(argv)
     os.chdir(C.REPO)
     malloc = C.apply_malloc(args.malloc)
-    name = NAME if args.malloc == "default" else f"{NAME}_tuned_malloc"
+    name = C.malloc_result_name(NAME, args.malloc)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -165,16 +165,14 @@ def main(argv=None) -> int:
     ap.add_argument("--passes", type=int, default=None, help="independent passes (default 2)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--malloc", choices=("default", "tuned"), default="default",
-                    help="glibc malloc as is, or with fixed mmap/trim thresholds (results go to "
-                         "latency_model_tuned_malloc.json)")
+    C.add_malloc_option(ap, NAME)
     ap.add_argument("--estimator", choices=("median", "min"), default="min",
                     help="statistic over the repeats for the cpu clock (default min: contention "
                          "only ever adds time; the library's wall clock uses the median)")
     args = ap.parse_args(argv)
     os.chdir(C.REPO)
     malloc = C.apply_malloc(args.malloc)
-    name = NAME if args.malloc == "default" else f"{NAME}_tuned_malloc"
+    name = C.malloc_result_name(NAME, args.malloc)
     import torch
 
     from fna_d2.arch import detection_space
