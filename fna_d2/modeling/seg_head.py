@@ -27,8 +27,10 @@ Where it differs from the paper / the usual DeepLabv3 head, and why:
 - The output stride is read from the backbone's ``output_shape()`` (no ``COMMON_STRIDE``
   needed); the loss upsamples the logits to the (padded) target size, so crops need not be
   divisible by the output stride.
-- Evaluation is whole-image (no sliding window): see ``docs/pipeline.md``. The paper's
-  Cityscapes numbers use sliding-window evaluation with 769x769 windows.
+- The head itself sees whatever the meta-architecture gives it: whole images with
+  ``SemanticSegmentor``, 769x769 windows averaged over overlaps with ``FNASemanticSegmentor``
+  (``MODEL.FNA.SEG.SLIDING_WINDOW_SIZE``, the paper's Cityscapes protocol; see
+  ``docs/pipeline.md``).
 """
 from typing import Dict, Optional, Sequence, Tuple
 
