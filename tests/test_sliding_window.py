@@ -305,3 +305,20 @@ def test_real_head_from_config_runs_windows():
     with torch.no_grad():
         out = model(inputs)[0]["sem_seg"]
     assert out.shape == (3, 28, 45) and bool(torch.isfinite(out).all())
+
+
+def test_window_with_a_meta_arch_that_ignores_it_is_refused():
+    """A sliding window asked of plain ``SemanticSegmentor`` (which would silently ignore it)
+    is a config error naming both keys, raised before any model is built."""
+    from fna_d2.config import ConfigError, get_fna_cfg
+    from fna_d2.modeling.sliding_window import check_sliding_window_meta_arch
+
+    cfg = get_fna_cfg(None, ["MODEL.META_ARCHITECTURE", "SemanticSegmentor",
+                             "MODEL.FNA.SEG.SLIDING_WINDOW_SIZE", 769])
+    with pytest.raises(ConfigError, match=r"SLIDING_WINDOW_SIZE = 769.*'SemanticSegmentor'"):
+        check_sliding_window_meta_arch(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "FNASemanticSegmentor"
+    check_sliding_window_meta_arch(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
+    cfg.MODEL.FNA.SEG.SLIDING_WINDOW_SIZE = 0
+    check_sliding_window_meta_arch(cfg)

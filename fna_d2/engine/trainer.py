@@ -40,6 +40,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
+from ..modeling.sliding_window import check_sliding_window_meta_arch
+
 __all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError",
            "ddp_model", "check_datasets", "train_augmentations", "train_mapper", "is_semantic",
            "load_sem_seg_gt"]
@@ -218,6 +220,7 @@ class FNATrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         check_datasets(cfg)
+        check_sliding_window_meta_arch(cfg)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -299,6 +302,7 @@ def evaluate_only(cfg: CfgNode, resume: bool = False) -> Dict[str, Any]:
     ``resume``) through the checkpointer, evaluate on ``DATASETS.TEST`` and return the
     results."""
     check_datasets(cfg, train=False)
+    check_sliding_window_meta_arch(cfg)
     model = FNATrainer.build_model(cfg)
     checkpointer = FNATrainer.build_checkpointer(cfg, model)
     if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):

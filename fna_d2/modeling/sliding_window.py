@@ -76,6 +76,24 @@ def check_sliding_window_cfg(cfg: CfgNode) -> None:
                           f"pixels uncovered; use a stride <= the window size")
 
 
+def check_sliding_window_meta_arch(cfg: CfgNode) -> None:
+    """Raise :class:`~fna_d2.config.ConfigError` when a sliding window is asked for
+    (``MODEL.FNA.SEG.SLIDING_WINDOW_SIZE > 0``) but ``MODEL.META_ARCHITECTURE`` would ignore
+    it (anything but ``FNASemanticSegmentor`` or a subclass)."""
+    if cfg.MODEL.FNA.SEG.SLIDING_WINDOW_SIZE in (0, None):
+        return
+    name = cfg.MODEL.META_ARCHITECTURE
+    try:
+        arch = META_ARCH_REGISTRY.get(name)
+    except KeyError:
+        return  # build_model names the unknown meta-architecture
+    if not (isinstance(arch, type) and issubclass(arch, FNASemanticSegmentor)):
+        raise ConfigError(
+            f"MODEL.FNA.SEG.SLIDING_WINDOW_SIZE = {cfg.MODEL.FNA.SEG.SLIDING_WINDOW_SIZE} has no "
+            f"effect with MODEL.META_ARCHITECTURE = {name!r}; use 'FNASemanticSegmentor' "
+            f"for sliding-window inference, or set the size to 0")
+
+
 @META_ARCH_REGISTRY.register()
 class FNASemanticSegmentor(SemanticSegmentor):
     """``SemanticSegmentor`` with optional sliding-window inference (see the module doc)."""
