@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -228,6 +229,8 @@ class Pipeline:
         pipe_opts, self.common_opts, self.stage_opts = split_opts(opts)
         self.pcfg = get_fna_cfg(self.config_file, pipe_opts + self.common_opts)
         self.root = os.path.abspath(output_dir or self.pcfg.OUTPUT_DIR)
+        self._output_dir_given = bool(output_dir)
+        self._opts = [str(o) for o in opts]
         self.num_gpus = int(num_gpus)
         self.dist_url = dist_url
         self.threads = int(threads)
@@ -338,11 +341,18 @@ class Pipeline:
                           sort_keys=True)
         return text_sha256(blob), hashes
 
+    def rerun_command(self, stages: str) -> str:
+        """The command line that runs ``stages`` of this pipeline: same config, output folder
+        (when it was given) and overrides, so the re-run computes the same stage keys."""
+        argv = ["python", "-m", "fna_d2.pipeline", "--config-file", self.config_file]
+        if self._output_dir_given:
+            argv += ["--output-dir", self.root]
+        return shlex.join(argv + ["--stages", stages] + self._opts)
+
     def _missing_msg(self, stage: str, path: str, producer: str) -> str:
         if producer:
             return (f"stage {stage!r}: input {path} is missing; run stage {producer!r} first "
-                    f"(python -m fna_d2.pipeline --config-file {self.config_file} "
-                    f"--stages {producer})")
+                    f"({self.rerun_command(producer)})")
         return f"stage {stage!r}: input file {path} does not exist"
 
     def manifest(self, stage: str) -> Optional[dict]:

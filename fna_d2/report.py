@@ -354,6 +354,10 @@ def build_report(pipe, spec) -> str:
         "The searched architecture is the per-layer argmax of alpha; the derived network "
         "moves skips to the end of each stage and is trained from the remapped seed "
         "(stage 'adapt').",
+        f"Accuracy: one training run per network (SEED {acfg.SEED}). On small data the "
+        f"run-to-run spread can exceed the difference shown: re-run with another seed "
+        f"(e.g. `--output-dir OTHER SEED {int(acfg.SEED) + 1}`) before reading a small gap "
+        f"as a gain.",
     ]
     data = ReportData(
         title=f"FNA pipeline report: {os.path.basename(pipe.config_file)}",

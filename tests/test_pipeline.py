@@ -58,6 +58,8 @@ def test_trees_pipeline_end_to_end(trees_run):
     nums = _numbers_in(cost)
     assert len(nums) >= 14 and all(n > 0 for n in nums)  # Params/MAdds and latency, 2 nets
     assert "| FNA (searched) |" in text and "| MobileNetV2 (seed) |" in text
+    seed = get_fna_cfg(os.path.join(INSTANT, "trees_adapt.yaml")).SEED
+    assert f"one training run per network (SEED {seed})" in text
     results = json.load(open(os.path.join(out, "evaluate", "results.json")))
     assert set(results) == {"adapt", "baseline"}
     assert all("AP" in r["results"]["bbox"] for r in results.values())
@@ -150,6 +152,19 @@ def test_packaged_seed_is_hashed_into_trained_stage_keys(tmp_path):
         assert pipe.spec(stage).inputs.get(seed) == "", stage
     _, hashes = pipe.key(pipe.spec("search"))
     assert hashes[os.path.relpath(seed, pipe.root)] == file_sha256(seed)
+
+
+def test_missing_input_hint_repeats_output_dir_and_overrides(tmp_path):
+    """The suggested re-run command must address the same output folder and stage keys."""
+    out = str(tmp_path / "run")
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out,
+                    opts=["SEED", "1", "adapt:SOLVER.BASE_LR", "0.002"])
+    state, reason = pipe.status("derive")
+    assert state == "blocked"
+    assert (f"--output-dir {out} --stages search SEED 1 adapt:SOLVER.BASE_LR 0.002"
+            in reason), reason
+    default = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"))
+    assert "--output-dir" not in default.rerun_command("search")
 
 
 def test_split_opts():
