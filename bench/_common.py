@@ -88,28 +88,22 @@ def machine_info(threads: Optional[int] = None) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- allocator
-#: glibc mallopt parameters: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
 def apply_malloc(mode: str) -> Dict[str, Any]:
-    """``"default"``: leave glibc's malloc alone. ``"tuned"``: fix its mmap and trim thresholds
-    at 1 GiB (``mallopt``), so freed activation buffers stay in the heap instead of being
-    unmapped and page-faulted back in on the next forward pass (what glibc's dynamic
-    thresholds do for the multi-MB buffers of batch-1 CNN inference). Same effect as
-    ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment
-    or an allocator such as jemalloc / tcmalloc. Call before the measured work."""
-    info = {"mode": mode}
-    if mode == "default":
-        return info
-    if mode != "tuned":
+    """``"default"``: leave the C allocator alone. ``"tuned"``: fix glibc malloc's mmap and trim
+    thresholds at 1 GiB with the library's helper (:func:`fna_d2.latency.apply_malloc_tuning`,
+    = ``MODEL.FNA.SEARCH.LATENCY_TUNE_MALLOC``), so freed activation buffers stay in the heap
+    instead of being unmapped and page-faulted back in on the next forward pass. Process-wide
+    and irreversible; a no-op with a reason on other C libraries. Returns the mode and the
+    helper's status (``tuned``, ``signature``, ``reason``)."""
+    if mode not in ("default", "tuned"):
         raise ValueError(f"malloc mode must be 'default' or 'tuned', got {mode!r}")
-    import ctypes
+    from fna_d2.latency import apply_malloc_tuning
 
-    libc = ctypes.CDLL("libc.so.6")
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and \
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
-    info.update({"mallopt_ok": bool(ok), "mmap_threshold": 1 << 30, "trim_threshold": 1 << 30})
+    st = apply_malloc_tuning(mode == "tuned")
+    info: Dict[str, Any] = {"mode": mode}
+    info.update(st)
+    if mode == "tuned":
+        info["mallopt_ok"] = bool(st["tuned"])
     return info
 
 

@@ -3,26 +3,37 @@
 whole backbones sampled from the detection search space.
 
 For N random architectures (each searchable layer's op drawn uniformly, seeded), the
-predicted latency is the library's: measured stem + fixed first block + the sum of the
-table entries of the architecture's ops (``fna_d2.latency.predict_vs_measured``); the
-measured latency is the median latency of the whole ``DerivedNet`` (batch 1, eval,
-``no_grad``). Reported: mean relative error |pred - meas| / meas, the mean signed error (bias),
-and the Spearman rank correlation.
+prediction is the library's (``fna_d2.latency.predict_vs_measured`` on the
+``LatencyTable`` that ``get_latency_table`` builds): ``scale * (fixed stem and first block +
+sum of the table entries of the architecture's ops)``, where ``scale`` is the table's own
+whole-network calibration (median of measured / predicted over 4 fixed networks of the space,
+timed when the table is built; none of them is among the N). The uncalibrated prediction
+(scale 1) is reported side by side. The measured latency is the median latency of the whole
+``DerivedNet`` (batch 1, eval, ``no_grad``). Reported: mean relative error
+|pred - meas| / meas, the mean signed error (bias), and the Spearman rank correlation (the
+same with and without the scale).
+
+Allocator: ``--malloc tuned`` measures with the library's default
+(``tune_malloc=True``: glibc's mmap/trim thresholds fixed, ``MODEL.FNA.SEARCH.
+LATENCY_TUNE_MALLOC True``); ``--malloc default`` with ``tune_malloc=False`` (glibc as is).
+The two need separate processes (the setting is process-wide and irreversible), so
+``make bench`` runs the script twice; each run compares calibrated and uncalibrated.
 
 Two clocks. ``wall``: the library exactly as shipped (``time.perf_counter``). ``cpu``: the same
-library code (table layout, op building, fixed part, prediction) with ``fna_d2.latency.
-time_module`` swapped for one that reads the process CPU time; with 1 thread that is the
-compute time, which other processes on a shared machine cannot inflate. Wall time can: an op
-of 0.5 ms usually runs inside one scheduler time slice (its median is clean) while a 40 ms
-network is preempted whenever the cores are oversubscribed, so under load the wall-clock
-table under-predicts whole networks by roughly the machine's oversubscription. The CPU clock
-is the headline (what the table would give on an idle device); both are reported.
+library code (table layout, op building, calibration, fixed part, prediction) with
+``fna_d2.latency.time_module`` swapped for one that reads the process CPU time; with 1 thread
+that is the compute time, which other processes on a shared machine cannot inflate. Wall time
+can: an op of 0.5 ms usually runs inside one scheduler time slice (its median is clean) while
+a 40 ms network is preempted whenever the cores are oversubscribed. The CPU clock is the
+headline (what the table would give on an idle device); both are reported.
 
-Noise control: the whole measurement (table + networks) is done in ``--passes`` independent
-passes per clock; each pass gives its own error and correlation, and the disagreement
-between the passes' *measured* latencies of the same networks is the noise floor.
+Noise control: the whole measurement (table, calibration and networks) is done in
+``--passes`` independent passes per clock; each pass gives its own error and correlation, and
+the disagreement between the passes' *measured* latencies of the same networks is the noise
+floor.
 
-Targets: mean relative error <= 10 %, Spearman >= 0.9.
+Targets: mean relative error <= 10 %, Spearman >= 0.9 (of the library's calibrated
+prediction).
 """
 from __future__ import annotations
 
@@ -76,8 +87,9 @@ def cpu_time_module(module, x, repeats: int = 10, warmup: int = 3) -> float:
     return float(statistics.median(times))
 
 
-def run_pass(space, archs, size, repeats: int, threads: int, path: str, clock: str
-             ) -> Dict[str, Any]:
+def run_pass(space, archs, size, repeats: int, threads: int, path: str, clock: str,
+             tune: bool) -> Dict[str, Any]:
+    """One pass: build the table (with its calibration) afresh and predict the ``archs``."""
     import fna_d2.latency as L
 
     if os.path.exists(path):
@@ -87,17 +99,16 @@ def run_pass(space, archs, size, repeats: int, threads: int, path: str, clock: s
         L.time_module = cpu_time_module
     try:
         t0 = time.perf_counter()
-        table = L.latency_table(space, size, path=path, repeats=repeats, threads=threads)
+        lt = L.get_latency_table(space, size, path=path, repeats=repeats, threads=threads,
+                                 tune_malloc=tune)
         t_table = time.perf_counter() - t0
-        res = L.predict_vs_measured(archs, table, space, size, repeats=repeats,
-                                    threads=threads)
+        res = L.predict_vs_measured(archs, lt, space, size, repeats=repeats, threads=threads,
+                                    tune_malloc=tune)
     finally:
         L.time_module = original
-    rel = [(p - m) / m for p, m in zip(res["predicted_ms"], res["measured_ms"])]
-    res["mean_signed_rel_error"] = sum(rel) / len(rel)
-    res["max_abs_rel_error"] = max(abs(r) for r in rel)
     res["table_time_s"] = t_table
-    res["table"] = table
+    res["table"] = lt.raw
+    res["calibration"] = lt.calibration
     return res
 
 
@@ -137,23 +148,29 @@ def page_faults(space, archs, size, n_archs: int = 4, runs: int = 5) -> Dict[str
 
 def plot(all_passes: Dict[str, List[Dict[str, Any]]], path: str, size, malloc: str) -> str:
     plt = C.pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
     lo, hi = float("inf"), 0.0
     marks = {"cpu": "o", "wall": "x"}
-    passes = [(c, i, p) for c, ps in all_passes.items() for i, p in enumerate(ps)]
-    for c, i, p in passes:
-        ax.scatter(p["measured_ms"], p["predicted_ms"], s=14, alpha=0.8, marker=marks[c],
-                   label=f"{c} clock, pass {i + 1}: err {p['mean_rel_error'] * 100:.1f}%, "
-                         f"rho {p['spearman']:.2f}")
-        lo = min(lo, min(p["measured_ms"]), min(p["predicted_ms"]))
-        hi = max(hi, max(p["measured_ms"]), max(p["predicted_ms"]))
+    for c, ps in all_passes.items():
+        for i, p in enumerate(ps):
+            ax.scatter(p["measured_ms"], p["predicted_ms"], s=14, alpha=0.8, marker=marks[c],
+                       label=f"{c} clock, pass {i + 1}, calibrated (x{p['scale']:.2f}): err "
+                             f"{p['mean_rel_error'] * 100:.1f}%, rho {p['spearman']:.2f}")
+            lo = min(lo, min(p["measured_ms"]), min(p["predicted_ms"]),
+                     min(p["predicted_raw_ms"]))
+            hi = max(hi, max(p["measured_ms"]), max(p["predicted_ms"]))
+    c0 = next(iter(all_passes))
+    p = all_passes[c0][0]
+    ax.scatter(p["measured_ms"], p["predicted_raw_ms"], s=14, facecolors="none",
+               edgecolors="grey", label=f"{c0} clock, pass 1, uncalibrated: err "
+                                        f"{p['mean_rel_error_raw'] * 100:.1f}%")
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax.plot([lo, hi], [lo * 1.1, hi * 1.1], ":", color="grey", lw=0.8, label="+/-10%")
     ax.plot([lo, hi], [lo * 0.9, hi * 0.9], ":", color="grey", lw=0.8)
     ax.set_xlabel("measured backbone latency (ms)")
     ax.set_ylabel("predicted by the lookup table (ms)")
     ax.set_title(f"latency model, {size[0]}x{size[1]}, batch 1, {malloc} malloc", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     return C.finish_fig(fig, path)
 
 
@@ -192,18 +209,26 @@ def main(argv=None) -> int:
     from fna_d2.latency import spearman
 
     clocks = ["cpu", "wall"] if args.threads == 1 else ["wall"]
+    tune = args.malloc == "tuned"
     fig: Dict[str, Any] = {"clock": clocks[0]}
     all_passes: Dict[str, List[Dict[str, Any]]] = {}
+    keys = ("mean_rel_error", "mean_signed_rel_error", "max_abs_rel_error", "mean_rel_error_raw",
+            "mean_signed_rel_error_raw", "max_abs_rel_error_raw", "spearman", "scale",
+            "fixed_ms", "table_time_s", "predicted_ms", "predicted_raw_ms", "measured_ms",
+            "calibration")
     for clock in clocks:
         passes = []
         for i in range(npass):
             p = run_pass(space, archs, size, repeats, args.threads,
-                         os.path.join(tmp, f"latency_table_{clock}_pass{i}.json"), clock)
+                         os.path.join(tmp, f"latency_table_{clock}_pass{i}.json"), clock, tune)
             passes.append(p)
-            print(f"[latency_model] {clock} clock, pass {i + 1}: mean rel. error "
-                  f"{p['mean_rel_error'] * 100:.1f}% (signed {p['mean_signed_rel_error'] * 100:+.1f}%)"
-                  f", Spearman {p['spearman']:.3f}, measured {min(p['measured_ms']):.1f}-"
-                  f"{max(p['measured_ms']):.1f} ms", flush=True)
+            print(f"[latency_model] {clock} clock, pass {i + 1}: calibrated (scale "
+                  f"{p['scale']:.3f}) mean rel. error {p['mean_rel_error'] * 100:.1f}% (signed "
+                  f"{p['mean_signed_rel_error'] * 100:+.1f}%), uncalibrated "
+                  f"{p['mean_rel_error_raw'] * 100:.1f}% (signed "
+                  f"{p['mean_signed_rel_error_raw'] * 100:+.1f}%), Spearman {p['spearman']:.3f}"
+                  f", measured {min(p['measured_ms']):.1f}-{max(p['measured_ms']):.1f} ms",
+                  flush=True)
         noise = rank_noise = None
         if npass > 1:
             a, b = passes[0]["measured_ms"], passes[1]["measured_ms"]
@@ -213,28 +238,15 @@ def main(argv=None) -> int:
                   f"nets differ by {noise * 100:.1f}% between passes (rank corr. "
                   f"{rank_noise:.3f})", flush=True)
         all_passes[clock] = passes
-        calibrated = None
-        if npass > 1:  # one device scalar fitted on pass 1, applied to pass 2
-            r = sorted(m / p for p, m in zip(passes[0]["predicted_ms"], passes[0]["measured_ms"]))
-            scale = r[len(r) // 2]
-            errs = [abs(p * scale - m) / m for p, m in zip(passes[1]["predicted_ms"],
-                                                            passes[1]["measured_ms"])]
-            calibrated = {"scale": scale, "mean_rel_error_pass2": sum(errs) / len(errs)}
-            print(f"[latency_model] {clock} clock: with one scale factor {scale:.3f} fitted on "
-                  f"pass 1, pass 2's error is {calibrated['mean_rel_error_pass2'] * 100:.1f}%",
-                  flush=True)
-        fig[clock] = {
-            "mean_rel_error": C.median([p["mean_rel_error"] for p in passes]),
-            "spearman": C.median([p["spearman"] for p in passes]),
-            "mean_signed_rel_error": C.median([p["mean_signed_rel_error"] for p in passes]),
-            "per_pass": [{k: p[k] for k in ("mean_rel_error", "spearman",
-                                             "mean_signed_rel_error", "max_abs_rel_error",
-                                             "fixed_ms", "table_time_s", "predicted_ms",
-                                             "measured_ms")} for p in passes],
+        fig[clock] = {k: C.median([p[k] for p in passes]) for k in (
+            "mean_rel_error", "mean_signed_rel_error", "mean_rel_error_raw",
+            "mean_signed_rel_error_raw", "spearman", "scale")}
+        fig[clock].update({
+            "per_pass": [{k: p[k] for k in keys} for p in passes],
             "measured_noise_between_passes": noise,
-            "measured_rank_corr_between_passes": rank_noise,
-            "calibrated": calibrated}
-    for k in ("mean_rel_error", "spearman", "mean_signed_rel_error"):
+            "measured_rank_corr_between_passes": rank_noise})
+    for k in ("mean_rel_error", "spearman", "mean_signed_rel_error", "mean_rel_error_raw",
+              "mean_signed_rel_error_raw", "scale"):
         fig[k] = fig[clocks[0]][k]
     fig["minor_page_faults"] = page_faults(space, archs, size)
     pf = fig["minor_page_faults"]
@@ -249,7 +261,9 @@ def main(argv=None) -> int:
         "settings": {"num_archs": n, "input_size": list(size), "repeats": repeats,
                      "passes": npass, "threads": args.threads, "seed": args.seed,
                      "clocks": clocks, "cpu_clock_estimator": args.estimator,
-                     "malloc": malloc,
+                     "malloc": malloc, "tune_malloc": tune,
+                     "calibration": "library default: 4 fixed nets (fastest / median / "
+                                    "slowest / alternating candidates), median ratio",
                      "space": "detection (21 searchable layers)",
                      "archs": [[list(st.ops) for st in a.stages] for a in archs]},
         "figures": fig, "targets": TARGETS,

@@ -659,7 +659,9 @@ class SearchTrainer(FNATrainer):
     def build_cost_tables(cfg: CfgNode, net: nn.Module
                           ) -> Tuple[List[List[float]], List[List[float]]]:
         """(the search's cost table, the GMAdds table), once, at ``COST_INPUT_SIZE``. A latency
-        table is measured (or read from ``LATENCY_TABLE``) on rank 0 and shared."""
+        table is measured (or read from ``LATENCY_TABLE``) on rank 0 and shared; its entries
+        carry the table's whole-network calibration scale, which leaves the arch gradients of
+        the log cost loss unchanged (see ``fna_d2.latency``)."""
         from ..cost import op_cost_table
 
         s, os_ = cfg.MODEL.FNA.SEARCH, cfg.MODEL.FNA.OUTPUT_STRIDE
@@ -674,7 +676,8 @@ class SearchTrainer(FNATrainer):
             path = s.LATENCY_TABLE or os.path.join(cfg.OUTPUT_DIR, "latency_table.json")
             table = latency_table(net.space.with_output_stride(os_), size, path=path,
                                   repeats=int(s.LATENCY_REPEATS),
-                                  threads=int(s.LATENCY_THREADS) or None)
+                                  threads=int(s.LATENCY_THREADS) or None,
+                                  tune_malloc=bool(s.LATENCY_TUNE_MALLOC))
         if comm.get_world_size() > 1:
             box = [table]
             torch.distributed.broadcast_object_list(box, src=0)
