@@ -67,7 +67,6 @@ logger = logging.getLogger(__name__)
 LATENCY_FORMAT = "fna_d2.latency_table"
 #: 1: raw per-op table. 2: + allocator setting in the device key, whole-network calibration.
 LATENCY_VERSION = 2
-_VERSION = LATENCY_VERSION
 #: glibc mmap / trim threshold set by :func:`apply_malloc_tuning` (bytes)
 MALLOC_THRESHOLD = 1 << 30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (glibc malloc.h)
