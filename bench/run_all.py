@@ -78,11 +78,22 @@ def main(argv=None) -> int:
     if prev and only:  # keep the other scripts' entries of the last full run
         kept = [b for b in prev.get("benches", []) if b["script"].split()[0] not in only]
         benches = kept + benches
+    load_end = [round(v, 2) for v in os.getloadavg()]
+    this_run = {"date": machine.get("date"), "git": machine.get("git"),
+                "load_start": load_start, "load_end": load_end}
+    if only:  # the page header keeps describing the last full run, and names this update
+        full = (prev or {}).get("full_run") or {
+            "date": (prev or {}).get("date"), "git": (prev or {}).get("machine", {}).get("git"),
+            "load_start": (prev or {}).get("load_start"),
+            "load_end": (prev or {}).get("load_end")}
+        partial = dict(this_run, scripts=only, wall_s=total)
+    else:
+        full, partial = this_run, None
     C.write_result("run_all", a.quick, {
         "machine": machine, "wall_time_s": total if not only else (prev or {}).get(
             "wall_time_s"), "partial_run_s": total if only else None, "load_start": load_start,
-        "load_end": [round(v, 2) for v in os.getloadavg()], "benches": benches,
-        "run_pipeline": a.run_pipeline})
+        "load_end": load_end, "benches": benches, "run_pipeline": a.run_pipeline,
+        "full_run": full, "partial_run": partial})
     print(f"[run_all] all done in {total / 60:.1f} min", flush=True)
     if not a.no_doc:
         from make_doc import render
