@@ -63,6 +63,8 @@ def test_trees_pipeline_end_to_end(trees_run):
     results = json.load(open(os.path.join(out, "evaluate", "results.json")))
     assert set(results) == {"adapt", "baseline"}
     assert all("AP" in r["results"]["bbox"] for r in results.values())
+    # SCORE_THRESH_TEST 0 keeps detections after 2 iterations: AP is computed, not undefined
+    assert all(0.0 <= r["numbers"]["AP"] <= 100.0 for r in results.values())
 
 
 def test_second_run_skips_every_stage(trees_run):
@@ -261,3 +263,26 @@ def test_inference_demo_draws_on_pipeline_output(trees_run, tmp_path):
     assert demo.main(["--config-file", os.path.join(out, "adapt", "config.yaml"),
                       "--input", "fna_trees_val:0", "--output", png]) == 0
     assert Image.open(png).size[0] >= 512
+
+
+def test_compare_reads_the_pipeline_output(trees_run, tmp_path):
+    """fna_d2.compare on a real run directory: the numbers, SEED and arch hash it reads are the
+    pipeline's; the same run twice gives a zero-spread difference equal to that run's."""
+    import hashlib
+
+    from fna_d2.compare import load_run, summarize, write_comparison
+
+    out, _ = trees_run
+    run = load_run(out)
+    results = json.load(open(os.path.join(out, "evaluate", "results.json")))
+    assert run.metric == "AP"
+    assert run.numbers == {s: results[s]["numbers"] for s in ("adapt", "baseline")}
+    assert run.seed == get_fna_cfg(os.path.join(INSTANT, "trees_adapt.yaml")).SEED
+    with open(os.path.join(out, "derive", "arch.json"), "rb") as f:
+        assert run.arch_sha == hashlib.sha256(f.read()).hexdigest()[:12]
+    diff = summarize([run, run])["difference"]
+    assert diff["mean"] == pytest.approx(run.numbers["adapt"]["AP"] - run.numbers["baseline"]["AP"])
+    assert diff["std"] == pytest.approx(0.0)
+    md = write_comparison(str(tmp_path / "cmp.md"), [run, run])
+    assert os.path.isfile(str(tmp_path / "cmp.png"))
+    assert f"| `{out}` |" in open(md).read()
