@@ -356,8 +356,8 @@ def build_report(pipe, spec) -> str:
         "(stage 'adapt').",
         f"Accuracy: one training run per network (SEED {acfg.SEED}). On small data the "
         f"run-to-run spread can exceed the difference shown: re-run with another seed "
-        f"(e.g. `--output-dir OTHER SEED {int(acfg.SEED) + 1}`) before reading a small gap "
-        f"as a gain.",
+        f"(e.g. `--output-dir OTHER SEED {int(acfg.SEED) + 1}`) and compare the runs with "
+        f"`python -m fna_d2.compare DIR OTHER ...` before reading a small gap as a gain.",
     ]
     data = ReportData(
         title=f"FNA pipeline report: {os.path.basename(pipe.config_file)}",
