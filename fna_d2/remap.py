@@ -47,7 +47,7 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple,
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple,
                     Union)
 
 import torch
@@ -65,7 +65,9 @@ __all__ = [
     "WIDTH_STRATEGIES",
     "KERNEL_STRATEGIES",
     "STATUSES",
+    "UNUSED_REASONS",
     "BN_PARAMS",
+    "explain_unused",
     "detect_layout",
     "unwrap_state_dict",
     "to_canonical",
@@ -636,6 +638,35 @@ def _group(key: str) -> str:
     return f"stage {p[1]}" if p[0] == "stages" and len(p) > 1 else p[0]
 
 
+#: why a seed tensor can be left unused, in report order
+UNUSED_REASONS = {
+    "bn_free": "BN tensors of target layers that have no BN parameters (the super network's "
+               "searchable BNs are non-affine and use batch statistics, by design)",
+    "depth": "seed layers no target layer inherits from (the target stage is shallower)",
+    "head": "the seed's 1x1 conv to 1280 channels / classifier (no part of a detection or "
+            "segmentation backbone)",
+    "other": "not explained by the target's layout",
+}
+
+
+def explain_unused(unused: Sequence[str], inherited: Set[Tuple[int, int]]
+                   ) -> "OrderedDict[str, List[str]]":
+    """Group unused canonical seed keys by :data:`UNUSED_REASONS`; ``inherited`` holds the
+    ``(stage, layer)`` seed layers some target layer inherits from. Pure."""
+    out: "OrderedDict[str, List[str]]" = OrderedDict((r, []) for r in UNUSED_REASONS)
+    for k in unused:
+        p = k.split(".")
+        if p[0] in ("head", "classifier"):
+            out["head"].append(k)
+        elif p[0] == "stages" and len(p) > 3 and (int(p[1]), int(p[2])) not in inherited:
+            out["depth"].append(k)
+        elif p[0] == "stages" and ".bn." in k:
+            out["bn_free"].append(k)
+        else:
+            out["other"].append(k)
+    return OrderedDict((r, v) for r, v in out.items() if v)
+
+
 @dataclass
 class RemapReport:
     """Per target tensor: its status (:data:`STATUSES`); and the seed tensors left unused."""
@@ -684,16 +715,22 @@ class RemapReport:
         for g, c in list(groups.items()) + [("total", self.counts())]:
             lines.append(f"{g:<10}" + "".join(f"{c[s]:>10}" for s in STATUSES))
         if self.unused:
-            more = f", ... (+{len(self.unused) - max_unused})" if len(self.unused) > max_unused \
-                else ""
-            lines.append(f"unused seed tensors: {len(self.unused)}: "
-                         f"{', '.join(self.unused[:max_unused])}{more}")
+            lines.append(f"unused seed tensors: {len(self.unused)}")
+            for reason, keys in self.unused_by_reason().items():
+                more = f", ... (+{len(keys) - max_unused})" if len(keys) > max_unused else ""
+                lines.append(f"  {len(keys)} {UNUSED_REASONS[reason]}: "
+                             f"{', '.join(keys[:max_unused])}{more}")
         return "\n".join(lines)
+
+    def unused_by_reason(self) -> "OrderedDict[str, List[str]]":
+        """The unused seed tensors grouped by why (see :func:`explain_unused`)."""
+        inherited = {tuple(x) for x in self.meta.get("inherited_seed_layers", [])}
+        return explain_unused(self.unused, inherited)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"enabled": self.enabled, "meta": self.meta, "counts": self.counts(),
                 "tensors": [r.to_dict() for r in self.records], "unused_seed_tensors":
-                list(self.unused)}
+                list(self.unused), "unused_by_reason": dict(self.unused_by_reason())}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -1010,7 +1047,8 @@ def remap(seed_sd: Mapping[str, Tensor], seed_arch: Optional[Arch],
             "derived network",
             "target": getattr(target, "name", None) or target_n.meta.get("name"),
             "width": width, "kernel": kernel, "target_bn": target_bn,
-            "depth_map": {str(s): v for s, v in dmap.items()}}
+            "depth_map": {str(s): v for s, v in dmap.items()},
+            "inherited_seed_layers": [list(t) for t in sorted({t.seed for t in layers})]}
     return ctx.out, RemapReport(ctx.records, unused, meta)
 
 

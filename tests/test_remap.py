@@ -273,6 +273,31 @@ def test_super_net_every_candidate_gets_its_own_copy(seed_sd):
     assert set(out2) == set(out) - {f"stages.{s}.{l}.alpha" for s, l in space.searchable_layers()}
 
 
+def test_unused_seed_tensors_are_explained(seed_sd):
+    """The super net's non-affine searchable BNs, a shallower target stage and the seed's
+    1280 head each account for their own unused seed tensors; nothing is left unexplained."""
+    sd = OrderedDict(seed_sd)
+    sd["head.conv.weight"] = torch.zeros(1280, 320, 1, 1)
+    _, rep = R.remap(sd, mobilenetv2_arch(), detection_space())
+    by = rep.unused_by_reason()
+    assert list(by) == ["bn_free", "head"]
+    searchable_bn = [k for k in seed_sd if re.match(r"stages\.[1-6]\.\d+\..*\.bn\.", k)]
+    assert sorted(by["bn_free"]) == sorted(searchable_bn) and len(searchable_bn) == 16 * 3 * 5
+    assert by["head"] == ["head.conv.weight"]
+    text = rep.summary()
+    assert f"{len(searchable_bn)} BN tensors of target layers that have no BN parameters" in text
+    assert "1 the seed's 1x1 conv to 1280 channels" in text
+
+    shallow = _stage(mobilenetv2_arch(), 3, ("k3_e6", "k3_e6"))  # the seed's stage 3 has 4
+    _, rep = R.remap(seed_sd, mobilenetv2_arch(), shallow)
+    by = rep.unused_by_reason()
+    assert list(by) == ["depth"]
+    assert sorted(by["depth"]) == sorted(k for k in seed_sd if re.match(r"stages\.3\.[23]\.", k))
+    d = rep.to_dict()
+    assert d["unused_by_reason"] == {"depth": by["depth"]}
+    assert R.explain_unused(["stem.bn.weight"], set()) == {"other": ["stem.bn.weight"]}
+
+
 def test_target_bn_affine_fills_searchable_bns(seed_sd):
     out, _ = R.remap(seed_sd, mobilenetv2_arch(), detection_space(), target_bn="affine")
     assert torch.equal(out["stages.1.0.ops.k3_e6.dw.bn.weight"], seed_sd["stages.1.0.dw.bn.weight"])
