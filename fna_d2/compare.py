@@ -19,13 +19,13 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["RunResult", "CompareError", "load_run", "summarize", "t975", "write_comparison",
-           "main"]
-
 from .pipeline import NET_NAMES
+
+__all__ = ["RunResult", "CompareError", "load_run", "summarize", "t975", "plot_runs",
+           "write_comparison", "main"]
 
 SEARCHED, SEED = "adapt", "baseline"
 
@@ -43,7 +43,6 @@ class RunResult:
     numbers: Dict[str, Dict[str, float]]        # stage ("adapt"/"baseline") -> metric -> value
     seed: Optional[int] = None                  # SEED of the adapt stage's config
     arch_sha: Optional[str] = None              # sha256 (12 hex) of derive/arch.json
-    extra: Dict[str, str] = field(default_factory=dict)
 
 
 def _seed_of(config_yaml: str) -> Optional[int]:
