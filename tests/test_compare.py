@@ -43,7 +43,8 @@ def test_summary_matches_the_statistics_module(tmp_path):
     assert d["std"] == pytest.approx(statistics.stdev(diffs))
     assert d["searched_ahead"] == 1
     half = 4.303 * statistics.stdev(diffs) / math.sqrt(3)  # t(0.975, df=2) from the tables
-    assert d["ci95"] == pytest.approx((statistics.mean(diffs) - half, statistics.mean(diffs) + half))
+    m = statistics.mean(diffs)
+    assert d["ci95"] == pytest.approx((m - half, m + half))
     # another key than the metric
     assert summarize(runs, "AP50")["adapt"]["mean"] == pytest.approx(3 * statistics.mean(adapt))
 
