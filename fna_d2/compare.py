@@ -181,7 +181,7 @@ def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) ->
     """Markdown comparison of ``runs`` at ``path`` (plus ``<stem>.png`` when ``plot``)."""
     summ = summarize(runs)
     key = runs[0].metric
-    keys = [k for k in runs[0].numbers.get(SEARCHED, {})] or [key]
+    keys = [key] + [k for k in runs[0].numbers.get(SEARCHED, {}) if k != key]  # metric first
     lines = [f"# FNA runs compared: {key}", "",
              f"{len(runs)} pipeline runs; each trains every network once. Mean +- sample "
              "standard deviation over the runs; the difference is searched - seed within a run.",
