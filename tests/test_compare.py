@@ -17,7 +17,7 @@ def _run_dir(root, name, adapt, baseline, seed=0, metric="AP", arch="{}"):
     os.makedirs(os.path.join(d, "evaluate"))
     os.makedirs(os.path.join(d, "adapt"))
     os.makedirs(os.path.join(d, "derive"))
-    res = {s: {"metric": metric, "task": "detection", "numbers": {metric: v, metric + "50": 3 * v}}
+    res = {s: {"metric": metric, "task": "detection", "numbers": {metric + "50": 3 * v, metric: v}}
            for s, v in (("adapt", adapt), ("baseline", baseline))}
     with open(os.path.join(d, "evaluate", "results.json"), "w") as f:
         json.dump(res, f)
@@ -79,6 +79,7 @@ def test_report_lists_every_run_and_draws_a_png(tmp_path):
     assert "| searched - seed | 0.25 +- 1.77 | 2 |" in text     # diffs -1.0, 1.5: sqrt(2 * 1.25^2)
     assert "includes 0" in text and "ahead in 1 of 2" in text
     assert "different architectures" in text
+    assert "| FNA (searched) AP | FNA (searched) AP50 | MobileNetV2 (seed) AP |" in text
     for r in runs:
         assert f"| `{r.name}` | {r.seed} |" in text
     with open(str(tmp_path / "out" / "cmp.png"), "rb") as f:
