@@ -18,9 +18,11 @@ import hashlib
 import json
 import math
 import os
-import re
+import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
+
+import yaml
 
 from .pipeline import NET_NAMES
 
@@ -50,11 +52,8 @@ def _seed_of(config_yaml: str) -> Optional[int]:
     if not os.path.isfile(config_yaml):
         return None
     with open(config_yaml, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r"^SEED:\s*(-?\d+)\s*$", line)
-            if m:
-                return int(m.group(1))
-    return None
+        seed = (yaml.safe_load(f) or {}).get("SEED")
+    return int(seed) if isinstance(seed, int) else None
 
 
 def load_run(out_dir: str) -> RunResult:
@@ -105,12 +104,8 @@ def t975(df: int) -> float:
 
 
 def _mean_std(xs: Sequence[float]) -> Dict[str, Optional[float]]:
-    n = len(xs)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None}
-    mean = sum(xs) / n
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-    return {"n": n, "mean": mean, "std": std}
+    return {"n": len(xs), "mean": statistics.fmean(xs) if xs else None,
+            "std": statistics.stdev(xs) if len(xs) > 1 else None}
 
 
 def summarize(runs: Sequence[RunResult], key: Optional[str] = None) -> Dict[str, dict]:
