@@ -124,7 +124,7 @@ def run_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         hook = _curve_hook(["total_loss"])
         trainer.register_hooks([hook])
         trainer.resume_or_load(resume=False)
-        results = trainer.train() or getattr(trainer, "_last_eval_results", {})
+        results = trainer.train()
         rep = trainer.checkpointer.remap_report
         bbox = (results or {}).get("bbox", {})
         res.update({"AP": _num(bbox.get("AP")), "AP50": _num(bbox.get("AP50")),

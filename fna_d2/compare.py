@@ -24,16 +24,13 @@ from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from .pipeline import NET_NAMES
+from .errors import CompareError  # noqa: F401  (defined there; re-exported)
+from .tasks import NET_NAMES
 
 __all__ = ["RunResult", "CompareError", "load_run", "summarize", "t975", "plot_runs",
            "write_comparison", "main"]
 
 SEARCHED, SEED = "adapt", "baseline"
-
-
-class CompareError(ValueError):
-    """A run directory that cannot be compared (missing, unfinished, or of another task)."""
 
 
 @dataclass

@@ -6,11 +6,9 @@ from typing import Optional, Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .errors import ConfigError  # noqa: F401  (defined there; re-exported)
+
 __all__ = ["add_fna_config", "get_fna_cfg", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A config file or override that fna_d2 cannot use; the message names file and key."""
 
 
 def get_fna_cfg(config_file: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> CN:

@@ -54,6 +54,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import torch
 from torch import nn
 
+from .errors import LatencyTableError  # noqa: F401  (defined there; re-exported)
 from .arch import Arch, ArchError, SearchSpace
 
 __all__ = ["LatencyTableError", "LatencyTable", "device_signature", "layer_shapes",
@@ -73,10 +74,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (glib
 #: the allocator status once :func:`apply_malloc_tuning` changed it in this process
 _MALLOC_STATUS: Optional[Dict[str, Any]] = None
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-
-
-class LatencyTableError(ValueError):
-    """A latency table that does not belong to this device or search space."""
 
 
 def _glibc() -> Optional[ctypes.CDLL]:

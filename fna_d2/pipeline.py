@@ -34,8 +34,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
+from .errors import PipelineError  # noqa: F401  (defined there; re-exported)
 from .config import ConfigError, get_fna_cfg
 from .remap import resolve_seed_uri
+from .tasks import NET_NAMES, task_of  # noqa: F401  (NET_NAMES re-exported)
 
 __all__ = ["Pipeline", "PipelineError", "STAGES", "main", "split_opts"]
 
@@ -45,11 +47,6 @@ STAGES: Tuple[str, ...] = ("search", "derive", "adapt", "baseline", "evaluate", 
 MANIFEST = "stage.json"
 TRAINED = ("search", "adapt", "baseline")
 #: the network each trained stage stands for in the report
-NET_NAMES = {"adapt": "FNA (searched)", "baseline": "MobileNetV2 (seed)"}
-
-
-class PipelineError(RuntimeError):
-    """A pipeline stage cannot run; the message says which stage to (re-)run."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -119,15 +116,6 @@ def _config_digest(cfg: CfgNode, root: str) -> str:
     return text_sha256(c.dump())
 
 
-def _task_of(cfg: CfgNode) -> Tuple[str, str]:
-    """("detection", "AP") or ("segmentation", "mIoU") from the meta-architecture."""
-    from .engine.trainer import is_semantic
-
-    if is_semantic(cfg):
-        return "segmentation", "mIoU"
-    return "detection", "AP"
-
-
 # ----------------------------------------------------------------------------- workers
 def _setup_worker(cfg: CfgNode, threads: int) -> None:
     """Logging for spawned workers and the torch thread count."""
@@ -156,9 +144,8 @@ def train_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=True)
-    trainer.train()
+    results = trainer.train()
     if comm.is_main_process():
-        results = getattr(trainer, "_last_eval_results", None)
         _write_json(result_path, {"results": _plain(results)})
 
 
@@ -564,7 +551,7 @@ class Pipeline:
             cfg.OUTPUT_DIR = os.path.join(spec.dir, s)
             cfg.freeze()
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            task, metric = _task_of(cfg)
+            task, metric = task_of(cfg)
             res_path = os.path.join(cfg.OUTPUT_DIR, "results.json")
             reused = self._reuse_train_eval(s, weights)
             if reused is not None:

@@ -53,6 +53,7 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Set,
 import torch
 from torch import Tensor
 
+from .errors import RemapError  # noqa: F401  (defined there; re-exported)
 from .arch import EXPANSIONS, KERNELS, SKIP, Arch, ArchError, SearchSpace, Stage, op_name, \
     parse_op
 from .seeds_arch import efficientnet_lite0_arch  # re-exported: the Lite0 seed's Arch
@@ -94,10 +95,6 @@ BN_PARAMS: Tuple[str, ...] = ("weight", "bias", "running_mean", "running_var",
 #: MobileNetV2's stage strides; EfficientNet-Lite0 has the same ones
 _SEVEN_STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 _SEED_URI = "fna_d2://"
-
-
-class RemapError(ValueError):
-    """Remapping cannot proceed; the message names the tensor(s) and shapes involved."""
 
 
 # ============================================================================ state dict I/O

@@ -285,11 +285,11 @@ def build_report(pipe, spec) -> str:
     import shutil
 
     from .arch import load_arch
-    from .pipeline import NET_NAMES, _task_of
+    from .tasks import NET_NAMES, task_of
     from .seeds_arch import seed_arch
 
     acfg = pipe.stage_cfg("adapt")
-    task, metric = _task_of(acfg)
+    task, metric = task_of(acfg)
     seed = seed_arch(acfg.MODEL.FNA.SEED)
     searched = load_arch(pipe.searched_arch_path)
     derived = load_arch(pipe.derived_arch_path)

@@ -243,12 +243,12 @@ def test_is_semantic_recognises_subclasses():
             pass
     cfg.MODEL.META_ARCHITECTURE = "_TestSubSegmentor"
     assert is_semantic(cfg)
-    from fna_d2.pipeline import _task_of
+    from fna_d2.tasks import task_of
 
     cfg.MODEL.META_ARCHITECTURE = "FNASemanticSegmentor"
-    assert _task_of(cfg) == ("segmentation", "mIoU")
+    assert task_of(cfg) == ("segmentation", "mIoU")
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
-    assert _task_of(cfg) == ("detection", "AP")
+    assert task_of(cfg) == ("detection", "AP")
 
 
 # ----------------------------------------------------------------------------- (e)

@@ -17,14 +17,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import SplitError  # noqa: F401  (defined there; re-exported)
+
 __all__ = ["SplitError", "DataSplit", "split_indices", "image_ids_hash", "make_split",
            "save_split", "load_split", "SPLIT_FORMAT"]
 
 SPLIT_FORMAT = "fna_d2.search_split"
-
-
-class SplitError(ValueError):
-    """An arch/weight split that cannot be used (empty half, bad fraction, changed data)."""
 
 
 def split_indices(n: int, arch_fraction: float, seed: int) -> Tuple[List[int], List[int]]:

@@ -66,6 +66,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from ..errors import SearchResumeError  # noqa: F401  (defined there; re-exported)
 from ..arch import SKIP, Arch, save_arch
 from ..config import ConfigError
 from ..data.split import DataSplit, make_split, save_split
@@ -80,10 +81,6 @@ logger = logging.getLogger(__name__)
 
 COST_TYPES = ("madds", "latency")
 STATE_VERSION = 1
-
-
-class SearchResumeError(RuntimeError):
-    """A checkpoint that cannot continue this search (other space, other data split)."""
 
 
 # ----------------------------------------------------------------------------- config

@@ -40,6 +40,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
+from ..errors import DatasetNotRegisteredError  # noqa: F401  (defined there; re-exported)
+from ..tasks import is_semantic  # noqa: F401  (re-exported)
 from ..modeling.sliding_window import check_sliding_window_meta_arch
 
 __all__ = ["FNATrainer", "build_trainer", "evaluate_only", "DatasetNotRegisteredError",
@@ -50,11 +52,6 @@ logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- datasets
-class DatasetNotRegisteredError(KeyError):
-    """``DATASETS.TRAIN`` / ``DATASETS.TEST`` names a dataset Detectron2 does not know."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 def _demo_module():
@@ -103,18 +100,6 @@ def load_sem_seg_gt(filename: str, dtype=int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- mapping
-def is_semantic(cfg: CfgNode) -> bool:
-    """True for semantic segmentation meta-architectures: ``SemanticSegmentor`` and any
-    registered subclass of it (e.g. fna_d2's sliding-window ``FNASemanticSegmentor``)."""
-    from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
-
-    try:
-        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    except KeyError:  # not registered: build_model would fail anyway
-        return False
-    return isinstance(arch, type) and issubclass(arch, SemanticSegmentor)
-
-
 def train_augmentations(cfg: CfgNode, augment: bool = True) -> List[T.Augmentation]:
     """Train-time augmentations. ``augment``: random resize (``INPUT.MIN_SIZE_TRAIN``), crop
     (``INPUT.CROP``; category-area constrained for segmentation, DeepLab-style) and flip;
@@ -274,6 +259,13 @@ class FNATrainer(DefaultTrainer):
         raise NotImplementedError(
             f"no fna_d2 evaluator for dataset {dataset_name!r} (evaluator_type={etype!r}); "
             f"supported: 'coco', 'sem_seg', 'cityscapes_sem_seg'")
+
+    # -- training
+    def train(self) -> Dict[str, Any]:
+        """Train from ``start_iter`` to ``max_iter``; returns the final evaluation's results
+        (``{}`` when ``TEST.EVAL_PERIOD`` ran none), on the main process."""
+        super().train()
+        return dict(getattr(self, "_last_eval_results", None) or {})
 
     # -- start-up
     def resume_or_load(self, resume: bool = True) -> None:

