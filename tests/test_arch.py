@@ -2,10 +2,11 @@
 import inspect
 import json
 import os
+import pkgutil
 
 import pytest
 
-import fna_d2.arch as arch_mod
+import fna_d2.arch as arch_pkg
 from fna_d2.arch import (ARCH_VERSION, SKIP, Arch, ArchError, SearchSpace, Stage,
                          detection_space, fna_retinanet_arch, load_arch, mobilenetv2_arch,
                          parse_authors_format, save_arch, segmentation_space, to_authors_format)
@@ -118,9 +119,24 @@ def test_malformed_authors_strings(tmp_path):
         load_arch(str(p))
 
 
-def test_no_eval_in_arch_module():
-    src = inspect.getsource(arch_mod)
-    assert "eval(" not in src and "exec(" not in src and "literal_eval" not in src
+def test_no_eval_in_arch_package():
+    names = [m.name for m in pkgutil.iter_modules(arch_pkg.__path__)]
+    assert "files" in names  # the authors' format parser is among the modules checked
+    for name in [""] + names:
+        src = inspect.getsource(__import__(f"fna_d2.arch{'.' + name if name else ''}",
+                                           fromlist=["_"]))
+        assert "eval(" not in src and "exec(" not in src and "literal_eval" not in src, name
+
+
+@pytest.mark.parametrize("stem", [24, 16])
+def test_authors_format_stem_width_is_the_first_cin(stem):
+    """The authors' format has no stem entry: the first stage's Cin is the stem width."""
+    text = PUBLISHED.replace("[[32, 16], ['k3_e1'], 1]", f"[[{stem}, 16], ['k3_e1'], 1]")
+    a = parse_authors_format(text)
+    assert a.stem_channels == stem and a.stages[0] == Stage(stem, 16, 1, ("k3_e1",))
+    assert a.depths == (1, 4, 4, 4, 4, 4, 1)
+    assert to_authors_format(a) == text and parse_authors_format(to_authors_format(a)) == a
+    assert parse_authors_format(PUBLISHED).stem_channels == 32
 
 
 def test_spaces():
@@ -134,3 +150,13 @@ def test_spaces():
     assert isinstance(os16, SearchSpace) and os16.num_searchable == 25
     path = det.arch_from_choices([[0]] + [[1] * st.depth for st in det.stages[1:]])
     assert det.contains(path) and not det.contains(mobilenetv2_arch())
+    # one candidate index per searchable layer <-> an Arch of the space
+    assert det.path_of(path) == [1] * 21 and det.arch_from_path([1] * 21) == path
+    mixed = [l % 6 for l in range(21)]
+    assert det.path_of(det.arch_from_path(mixed, {"name": "m"})) == mixed
+    with pytest.raises(ArchError, match=r"x: architecture is not a path of search space "
+                                        r"'detection'"):
+        det.path_of(mobilenetv2_arch(), "x")
+    with pytest.raises(ArchError, match=r"one candidate index per searchable layer.*\(21\), "
+                                        r"got 2"):
+        det.arch_from_path([0, 1])
