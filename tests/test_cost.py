@@ -1,4 +1,9 @@
-"""Params / MAdds counting: hand-computed op, the paper's RetinaNet table, fvcore, cost table."""
+"""Params / MAdds counting: hand-computed op, the paper's RetinaNet table, fvcore, cost table,
+the command line."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -73,8 +78,11 @@ def test_op_cost_table_shape_and_expected_cost():
     # first searchable layer: 16->24 s2 at 400x544 in, k3_e3 (GMAdds, no BN)
     want = (16 * 48 * 400 * 544 + 9 * 48 * 200 * 272 + 48 * 24 * 200 * 272) / 1e9
     assert table[0][0] == pytest.approx(want)
-    assert len(op_cost_table(segmentation_space(), (321, 321), output_stride=16)) == 25
-    assert len(op_cost_table(space, (64, 64), cost="params")[0]) == 6
+    seg16 = op_cost_table(segmentation_space(), (321, 321), output_stride=16)
+    assert len(seg16) == 25
+    # the last searchable layer (160->320) runs dilated at stride 16 (21x21, not 11x11): k3_e3
+    want = (160 * 480 * 21 * 21 + 9 * 480 * 21 * 21 + 480 * 320 * 21 * 21) / 1e9
+    assert seg16[-1][0] == pytest.approx(want)
     alphas = [torch.zeros(len(r), requires_grad=True) for r in table]
     cost = expected_cost(alphas, table)
     assert cost.item() == pytest.approx(sum(sum(r) / len(r) for r in table), rel=1e-5)
@@ -85,10 +93,9 @@ def test_op_cost_table_shape_and_expected_cost():
     assert expected_cost(sup.arch_parameters(), table).requires_grad
     with pytest.raises(ValueError, match="21 alpha vectors"):
         expected_cost(alphas, table[:-1])
-    with pytest.raises(ValueError, match=r"MODEL\.FNA\.SEARCH\.COST.*'flops'"):
-        op_cost_table(space, (64, 64), cost="flops")
-    custom = op_cost_table(space, (64, 64), table_fn=lambda sp, size: [[1.0]] * sp.num_searchable)
-    assert custom == [[1.0]] * 21
+    for other in ("flops", "params", "latency"):  # latency: fna_d2.latency.latency_table
+        with pytest.raises(ValueError, match=rf"unknown cost type '{other}'.*'madds' only"):
+            op_cost_table(space, (64, 64), cost=other)
 
 
 def test_cost_command(tmp_path, capsys):
@@ -100,3 +107,28 @@ def test_cost_command(tmp_path, capsys):
                  "MODEL.FNA.NETWORK", "derived"]) == 0
     out = capsys.readouterr().out
     assert "128x160" in out and "backbone" in out and "fpn" in out and "total" in out
+
+
+def test_cost_command_reports_bad_input_on_one_line(tmp_path, capsys):
+    """An FNAError (here a malformed arch file) is one line on stderr and exit status 2."""
+    bad = tmp_path / "bad.txt"
+    bad.write_text("[[32, 16], ['k3_e1'], 1]|[[16, 24], ['k9_e6'], 2]")
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("MODEL:\n  META_ARCHITECTURE: RetinaNet\n  BACKBONE:\n"
+                   "    NAME: build_fna_retinanet_fpn_backbone\n"
+                   "  FPN:\n    IN_FEATURES: [c3, c4, c5]\n")
+    args = ["--config-file", str(cfg), "--input-size", "64", "64", "MODEL.FNA.NETWORK", "derived",
+            "MODEL.FNA.ARCH", str(bad)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("fna_d2.cost: error: ") and "bad.txt" in err and "'k9_e6'" in err
+    # the same through ``python -m fna_d2.cost``: no traceback
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    out = subprocess.run([sys.executable, "-m", "fna_d2.cost"] + args, capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "fna_d2.cost: error: " in out.stderr
+    assert "stage 1, layer 0: unknown op 'k9_e6'" in out.stderr
