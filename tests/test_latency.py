@@ -22,8 +22,21 @@ from fna_d2 import latency
 from fna_d2.arch import mobilenetv2_arch, space_from_seed
 from fna_d2.latency import (LatencyTable, LatencyTableError, get_latency_table, latency_table,
                             layer_shapes, predict_vs_measured, spearman)
+from fna_d2.latency.malloc import MallocTuning
 
 SIZE = (32, 32)
+
+
+class RecordingAllocator(MallocTuning):
+    """Records every tuning request and answers as an untuned process: never tunes pytest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def apply(self, enabled=True):
+        self.calls.append(enabled)
+        return super().apply(False)
 
 
 #: one torch thread for the whole module (see conftest.py)
@@ -64,8 +77,9 @@ def test_layer_shapes_follow_the_strides(space):
 
 def test_cached_table_is_reused(space, cached, monkeypatch):
     path, lt = cached
-    for name in ("measure_latency_table", "calibrate_table"):
-        monkeypatch.setattr(latency, name, lambda *a, **k: pytest.fail("re-measured a cache"))
+    for name in ("measure_latency_table", "calibrate_table"):  # what the table module calls
+        monkeypatch.setattr(latency.table, name,
+                            lambda *a, **k: pytest.fail("re-measured a cache"))
     assert latency_table(space, SIZE, str(path), tune_malloc=False) == lt.entries()
     assert latency_table(space, SIZE, str(path), tune_malloc=False, calibrated=False) == lt.raw
 
@@ -125,14 +139,8 @@ def test_search_uses_the_latency_table(tmp_path, monkeypatch, tune):
     from fna_d2.engine import build_trainer
 
     assert get_fna_cfg().MODEL.FNA.SEARCH.LATENCY_TUNE_MALLOC is True  # the default
-    calls = []
-    real = latency.apply_malloc_tuning
-
-    def fake(enabled=True):  # record the request, never tune the pytest process
-        calls.append(enabled)
-        return real(False)
-
-    monkeypatch.setattr(latency, "apply_malloc_tuning", fake)
+    recorder = RecordingAllocator()
+    monkeypatch.setattr(latency.malloc, "ALLOCATOR", recorder)
     path = tmp_path / "lat.json"
     cfg = search_cfg(tmp_path / "out", **{"MODEL.FNA.SEARCH.COST": "latency",
                                           "MODEL.FNA.SEARCH.LATENCY_TABLE": str(path),
@@ -140,7 +148,7 @@ def test_search_uses_the_latency_table(tmp_path, monkeypatch, tune):
                                           "MODEL.FNA.SEARCH.LATENCY_THREADS": 1,
                                           "MODEL.FNA.SEARCH.LATENCY_TUNE_MALLOC": tune})
     trainer = build_trainer(cfg)
-    assert calls and set(calls) == {tune}
+    assert recorder.calls and set(recorder.calls) == {tune}
     doc = json.loads(path.read_text())
     scale = doc["calibration"]["scale"]
     assert trainer.cost_table == [[v * scale for v in row] for row in doc["table"]]
@@ -202,12 +210,11 @@ def test_malloc_tuning_in_a_fresh_process():
 
 
 def test_malloc_tuning_is_a_logged_noop_without_glibc(monkeypatch, caplog):
-    monkeypatch.setattr(latency, "_MALLOC_STATUS", None)
-    monkeypatch.setattr(latency, "_glibc", lambda: None)
+    monkeypatch.setattr(latency.malloc, "ALLOCATOR", MallocTuning(find_libc=lambda: None))
     with caplog.at_level(logging.INFO, logger="fna_d2.latency"):
         st = latency.apply_malloc_tuning(True)
     assert st["tuned"] is False and "not glibc" in st["reason"]
-    assert latency._MALLOC_STATUS is None
+    assert latency.malloc.ALLOCATOR.status is None
     assert latency.malloc_signature().startswith("not glibc")
     assert any("not glibc" in r.getMessage() for r in caplog.records)
     assert latency.apply_malloc_tuning(True) == st
@@ -218,9 +225,11 @@ def test_cache_key_differs_with_the_allocator_setting(space, cached, monkeypatch
     untuned = latency.device_signature("cpu")
     assert json.loads(path.read_text())["device"]["malloc"] == untuned["malloc"]
     # the state apply_malloc_tuning leaves behind, without tuning the pytest process
-    monkeypatch.setattr(latency, "_MALLOC_STATUS", {
+    tuned_state = MallocTuning()
+    tuned_state.status = {
         "tuned": True, "signature": f"glibc, mmap/trim thresholds {latency.MALLOC_THRESHOLD}",
-        "reason": "test"})
+        "reason": "test"}
+    monkeypatch.setattr(latency.malloc, "ALLOCATOR", tuned_state)
     tuned = latency.device_signature("cpu")
     assert tuned["malloc"] != untuned["malloc"]
     with pytest.raises(LatencyTableError, match=f"{path.name}.*differs in malloc"):
@@ -228,13 +237,13 @@ def test_cache_key_differs_with_the_allocator_setting(space, cached, monkeypatch
 
 
 def test_time_module_tunes_only_when_asked(monkeypatch):
-    calls = []
-    monkeypatch.setattr(latency, "apply_malloc_tuning", lambda enabled=True: calls.append(enabled))
+    recorder = RecordingAllocator()
+    monkeypatch.setattr(latency.malloc, "ALLOCATOR", recorder)
     latency.time_module(torch.nn.Identity(), torch.zeros(1), repeats=1, warmup=0)
-    assert calls == []
+    assert recorder.calls == []
     latency.time_module(torch.nn.Identity(), torch.zeros(1), repeats=1, warmup=0,
                         tune_malloc=True)
-    assert calls == [True]
+    assert recorder.calls == [True]
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -261,7 +270,7 @@ def test_calibration_is_stored_and_applied(space, cached, tmp_path):
     rep = predict_vs_measured(archs, scaled, space, SIZE, repeats=1, tune_malloc=False)
     assert rep["scale"] == 2.5 and rep["fixed_ms"] == lt.fixed_ms
     for k, arch in enumerate(archs):
-        ch = latency._choices(space, arch, "test")
+        ch = space.path_of(arch, "test")
         raw = lt.fixed_ms + sum(lt.raw[l][c] for l, c in enumerate(ch))
         assert rep["predicted_raw_ms"][k] == pytest.approx(raw)
         assert rep["predicted_ms"][k] == pytest.approx(2.5 * raw) == scaled.predict(ch)
@@ -274,7 +283,7 @@ def test_default_calibration_archs_span_the_table(space, cached):
     assert [a.meta["name"] for a in archs] == [
         "calibration_fastest", "calibration_median", "calibration_slowest",
         "calibration_alternating"]
-    pred = [lt.predict(latency._choices(space, a, "test"), calibrated=False) for a in archs]
+    pred = [lt.predict(space.path_of(a), calibrated=False) for a in archs]
     assert pred[0] == min(pred) and pred[2] == max(pred)
 
 
