@@ -71,9 +71,10 @@ def predict_vs_measured(archs: Sequence[Arch],
     per-op table (raw entries): scale 1 and the fixed stem/first block timed now. measured =
     median latency of ``build(arch)`` (default :func:`~.measure.default_build`: a
     :class:`~fna_d2.modeling.DerivedNet` with output ``c5``) on a batch-1 ``input_size``
-    image, after :func:`~.malloc.apply_malloc_tuning` (``tune_malloc``). Returns per-arch lists, ``mean_rel_error`` (mean |pred - meas| / meas),
-    ``mean_signed_rel_error``, their ``*_raw`` counterparts and ``spearman`` (rank
-    correlation, the same for both; nan for fewer than 2 archs)."""
+    image, after :func:`~.malloc.apply_malloc_tuning` (``tune_malloc``). Returns per-arch
+    lists, ``mean_rel_error`` (mean |pred - meas| / meas), ``mean_signed_rel_error``, their
+    ``*_raw`` counterparts and ``spearman`` (rank correlation, the same for both; nan for
+    fewer than 2 archs)."""
     apply_malloc_tuning(tune_malloc)
     lt = table if isinstance(table, LatencyTable) else None
     raw = lt.raw if lt is not None else table
