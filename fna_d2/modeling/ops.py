@@ -77,7 +77,8 @@ class MBConv(nn.Module):
         super().__init__()
         mid = cin * expansion
         kw = dict(norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.kernel, self.expansion, self.stride, self.dilation = kernel, expansion, stride, dilation
+        self.kernel, self.expansion = kernel, expansion
+        self.stride, self.dilation = stride, dilation
         self.expand: Optional[ConvBN] = ConvBN(cin, mid, 1, **kw) if expansion != 1 else None
         self.dw = ConvBN(mid, mid, kernel, stride, dilation, groups=mid, **kw)
         self.project = ConvBN(mid, cout, 1, act=False, **kw)
