@@ -7,8 +7,7 @@ from ._check import require_detectron2
 require_detectron2()
 
 from .config import add_fna_config, get_fna_cfg  # noqa: E402
-from . import data, modeling  # noqa: E402,F401  (demo datasets; backbones)
-from .modeling import seg_head  # noqa: E402,F401  (FNADeepLabV3Head)
+from . import data, modeling  # noqa: E402,F401  (demo datasets; backbones, head, meta-arch)
 
 __version__ = "0.1.0"
 __all__ = ["add_fna_config", "get_fna_cfg", "__version__"]

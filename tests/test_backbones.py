@@ -7,15 +7,15 @@ import torchvision
 from torch import nn
 
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from fna_d2.arch import (SKIP, ArchError, Stage, detection_space, fna_retinanet_arch,
+from fna_d2.arch import (SKIP, Arch, ArchError, Stage, detection_space, fna_retinanet_arch,
                          mobilenetv2_arch, save_arch, segmentation_space)
 from fna_d2.config import add_fna_config
-from fna_d2.modeling import (DerivedNet, MixedOp, MobileNetV2Seed, SuperNet, find_supernet)
+from fna_d2.modeling import (DerivedNet, MBConv, MixedOp, MobileNetV2Seed, SuperNet, build_op,
+                             find_supernet)
 from fna_d2.seeds_arch import efficientnet_lite0_arch
 
 ALL = ["c2", "c3", "c4", "c5"]
@@ -120,6 +120,23 @@ def test_canonical_names_and_ops():
     assert isinstance(d.stages[1][2], nn.Identity) and isinstance(d.stages[1][3], nn.Identity)
     assert not any(k.startswith("stages.1.2.") for k in names)
     assert all(p.bias is None for p in d.modules() if isinstance(p, nn.Conv2d))
+
+
+def test_build_op_names_and_errors():
+    """Every op name of the search space builds (MBConv with its kernel / expansion, or an
+    Identity for skip); unknown names and shape-changing skips are refused, naming them."""
+    for k in (3, 5, 7):
+        for e in (1, 3, 6):
+            op = build_op(f"k{k}_e{e}", 24, 32, stride=2, dilation=1)
+            assert isinstance(op, MBConv) and (op.kernel, op.expansion, op.stride) == (k, e, 2)
+            assert (op.expand is None) == (e == 1) and not op.use_residual
+    assert isinstance(build_op(SKIP, 32, 32), nn.Identity)
+    with pytest.raises(KeyError, match=r"unknown op 'k9_e6'.*known ops: k3_e1.*skip"):
+        build_op("k9_e6", 32, 32)
+    with pytest.raises(ValueError, match=r"'skip' needs cin == cout and stride 1, got 24->32"):
+        build_op(SKIP, 24, 32)
+    with pytest.raises(ValueError, match=r"stride 2"):
+        build_op(SKIP, 32, 32, stride=2)
 
 
 def test_supernet_layer_counts_and_control():
@@ -367,7 +384,6 @@ def test_config_errors(tmp_path):
     stages = list(mobilenetv2_arch().stages)
     stages[3] = Stage(32, 72, 2, ("k3_e6",))
     stages[4] = Stage(72, 96, 1, ("k3_e6",))
-    from fna_d2.arch import Arch
     save_arch(Arch(tuple(stages)), str(wide))
     with pytest.raises(ArchError, match=r"MODEL\.FNA\.ARCH.*wide\.json.*stage 3: 32->72.*"
                                         r"MODEL\.FNA\.SEED.*32->64"):

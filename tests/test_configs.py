@@ -10,6 +10,8 @@ from detectron2.modeling import build_model
 
 import fna_d2  # noqa: F401  (registers backbones, the head, demo datasets)
 from fna_d2.config import get_fna_cfg
+from fna_d2.modeling import find_supernet
+from fna_d2.pipeline import Pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.relpath(p, ROOT)
@@ -52,8 +54,6 @@ def test_config_builds_model(path):
         assert cfg.MODEL.SEM_SEG_HEAD.NAME == "FNADeepLabV3Head"
         assert model.backbone.output_shape()["c5"].stride == cfg.MODEL.FNA.OUTPUT_STRIDE
     if cfg.MODEL.FNA.NETWORK == "super":
-        from fna_d2.modeling import find_supernet
-
         net = find_supernet(model)
         expected = {"detection": 21, "segmentation": 25}[cfg.MODEL.FNA.SEARCH_SPACE]
         assert net is not None and len(net.arch_parameters()) == expected
@@ -61,8 +61,6 @@ def test_config_builds_model(path):
 
 @pytest.mark.parametrize("path", PIPELINES)
 def test_pipeline_config_points_at_stage_configs(path):
-    from fna_d2.pipeline import Pipeline
-
     pipe = Pipeline(os.path.join(ROOT, path))
     assert pipe.stage_cfg("search").MODEL.FNA.NETWORK == "super"
     assert pipe.stage_cfg("adapt").MODEL.FNA.NETWORK == "derived"

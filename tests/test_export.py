@@ -11,12 +11,12 @@ from fna_d2.modeling import DerivedNet, MobileNetV2Seed
 
 
 class TupleOutputs(nn.Module):
-    """Backbone -> tuple of its outputs in ``_out_features`` order (ONNX needs flat outputs)."""
+    """Backbone -> tuple of its outputs in ``output_shape()`` order (ONNX needs flat outputs)."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.names = list(backbone._out_features)
+        self.names = list(backbone.output_shape())
 
     def forward(self, x: torch.Tensor):
         out = self.backbone(x)

@@ -13,9 +13,9 @@ from torch.nn import functional as F
 
 import fna_d2  # noqa: F401  (registers the meta-arch)
 from fna_d2.config import ConfigError, get_fna_cfg
-from fna_d2.engine.trainer import is_semantic
-from fna_d2.modeling.sliding_window import (FNASemanticSegmentor, default_stride,
-                                            window_starts)
+from fna_d2.modeling.sliding_window import (FNASemanticSegmentor, check_sliding_window_meta_arch,
+                                            default_stride, window_starts)
+from fna_d2.tasks import is_semantic, task_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = (100.0, 120.0, 80.0), (50.0, 60.0, 40.0)
@@ -243,8 +243,6 @@ def test_is_semantic_recognises_subclasses():
             pass
     cfg.MODEL.META_ARCHITECTURE = "_TestSubSegmentor"
     assert is_semantic(cfg)
-    from fna_d2.tasks import task_of
-
     cfg.MODEL.META_ARCHITECTURE = "FNASemanticSegmentor"
     assert task_of(cfg) == ("segmentation", "mIoU")
     cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
@@ -310,9 +308,6 @@ def test_real_head_from_config_runs_windows():
 def test_window_with_a_meta_arch_that_ignores_it_is_refused():
     """A sliding window asked of plain ``SemanticSegmentor`` (which would silently ignore it)
     is a config error naming both keys, raised before any model is built."""
-    from fna_d2.config import ConfigError, get_fna_cfg
-    from fna_d2.modeling.sliding_window import check_sliding_window_meta_arch
-
     cfg = get_fna_cfg(None, ["MODEL.META_ARCHITECTURE", "SemanticSegmentor",
                              "MODEL.FNA.SEG.SLIDING_WINDOW_SIZE", 769])
     with pytest.raises(ConfigError, match=r"SLIDING_WINDOW_SIZE = 769.*'SemanticSegmentor'"):

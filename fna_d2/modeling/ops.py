@@ -1,4 +1,4 @@
-"""The op registry: ``k{3,5,7}_e{1,3,6}`` MBConv blocks and ``skip``.
+"""The ops: ``k{3,5,7}_e{1,3,6}`` MBConv blocks and ``skip`` (:func:`build_op`), and the norms.
 
 Submodule names follow ``docs/design.md``: an MBConv has ``expand`` (absent when e == 1),
 ``dw`` and ``project``, each a :class:`ConvBN` with ``conv`` and ``bn``. Convs have no bias;
@@ -14,17 +14,16 @@ track_running_stats=False)``: the searchable layers of the super network), or a 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
 from detectron2.layers import get_norm
 
-from ..arch import SKIP, parse_op
+from ..arch import ArchError, parse_op
 
-__all__ = ["SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv", "OP_REGISTRY",
-           "build_op", "register_op", "op_names"]
+__all__ = ["SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv", "build_op"]
 
 #: norm name of the super network's searchable layers: non-affine, batch statistics only
 SEARCH_BN = "SearchBN"
@@ -78,7 +77,8 @@ class MBConv(nn.Module):
         super().__init__()
         mid = cin * expansion
         kw = dict(norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum)
-        self.kernel, self.expansion, self.stride, self.dilation = kernel, expansion, stride, dilation
+        self.kernel, self.expansion = kernel, expansion
+        self.stride, self.dilation = stride, dilation
         self.expand: Optional[ConvBN] = ConvBN(cin, mid, 1, **kw) if expansion != 1 else None
         self.dw = ConvBN(mid, mid, kernel, stride, dilation, groups=mid, **kw)
         self.project = ConvBN(mid, cout, 1, act=False, **kw)
@@ -94,46 +94,19 @@ class MBConv(nn.Module):
         return y
 
 
-def _build_mbconv(name: str) -> Callable[..., nn.Module]:
-    kernel, expansion = parse_op(name)  # type: ignore[misc]
-
-    def build(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: NormSpec = "BN",
-              bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
-        return MBConv(cin, cout, kernel, expansion, stride, dilation, norm, bn_eps, bn_momentum)
-
-    return build
-
-
-def _build_skip(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: NormSpec = "BN",
-                bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
-    if cin != cout or stride != 1:
-        raise ValueError(f"'skip' needs cin == cout and stride 1, got {cin}->{cout} stride {stride}")
-    return nn.Identity()
-
-
-#: op name -> builder ``(cin, cout, stride, dilation, norm, bn_eps, bn_momentum) -> nn.Module``
-OP_REGISTRY: Dict[str, Callable[..., nn.Module]] = {
-    f"k{k}_e{e}": _build_mbconv(f"k{k}_e{e}") for k in (3, 5, 7) for e in (1, 3, 6)
-}
-OP_REGISTRY[SKIP] = _build_skip
-
-
-def register_op(name: str, builder: Callable[..., nn.Module]) -> None:
-    """Add an op (same builder signature as the registry's). Existing names are refused."""
-    if name in OP_REGISTRY:
-        raise KeyError(f"op {name!r} is already registered")
-    OP_REGISTRY[name] = builder
-
-
-def op_names() -> list:
-    return sorted(OP_REGISTRY)
-
-
 def build_op(name: str, cin: int, cout: int, stride: int = 1, dilation: int = 1,
              norm: NormSpec = "BN", bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> nn.Module:
-    """Build op ``name`` mapping ``cin -> cout`` with ``stride`` and ``dilation``."""
+    """Build op ``name`` (``k{3,5,7}_e{1,3,6}`` or ``skip``, as :func:`~fna_d2.arch.parse_op`
+    reads them) mapping ``cin -> cout`` with ``stride`` and ``dilation``. Unknown names raise
+    KeyError naming the known ops; ``skip`` needs ``cin == cout`` and stride 1 (ValueError)."""
     try:
-        builder = OP_REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown op {name!r}; known ops: {', '.join(op_names())}") from None
-    return builder(cin, cout, stride, dilation, norm, bn_eps, bn_momentum)
+        kernel_expansion = parse_op(name)
+    except ArchError as e:
+        raise KeyError(str(e)) from None
+    if kernel_expansion is None:  # skip
+        if cin != cout or stride != 1:
+            raise ValueError(f"'skip' needs cin == cout and stride 1, got {cin}->{cout} "
+                             f"stride {stride}")
+        return nn.Identity()
+    kernel, expansion = kernel_expansion
+    return MBConv(cin, cout, kernel, expansion, stride, dilation, norm, bn_eps, bn_momentum)

@@ -34,9 +34,10 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
-__all__ = ["FNASemanticSegmentor", "window_starts", "default_stride", "check_sliding_window_cfg"]
+__all__ = ["FNASemanticSegmentor", "window_starts", "default_stride", "check_sliding_window_cfg",
+           "check_sliding_window_meta_arch"]
 
 
 def default_stride(size: int) -> int:
@@ -60,7 +61,7 @@ def window_starts(length: int, size: int, stride: int) -> List[int]:
 
 
 def check_sliding_window_cfg(cfg: CfgNode) -> None:
-    """Raise :class:`~fna_d2.config.ConfigError` naming the key and value for sliding-window
+    """Raise :class:`~fna_d2.errors.ConfigError` naming the key and value for sliding-window
     settings that cannot work."""
     s = cfg.MODEL.FNA.SEG
     size, stride = s.SLIDING_WINDOW_SIZE, s.SLIDING_WINDOW_STRIDE
@@ -77,7 +78,7 @@ def check_sliding_window_cfg(cfg: CfgNode) -> None:
 
 
 def check_sliding_window_meta_arch(cfg: CfgNode) -> None:
-    """Raise :class:`~fna_d2.config.ConfigError` when a sliding window is asked for
+    """Raise :class:`~fna_d2.errors.ConfigError` when a sliding window is asked for
     (``MODEL.FNA.SEG.SLIDING_WINDOW_SIZE > 0``) but ``MODEL.META_ARCHITECTURE`` would ignore
     it (anything but ``FNASemanticSegmentor`` or a subclass)."""
     if cfg.MODEL.FNA.SEG.SLIDING_WINDOW_SIZE in (0, None):
