@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -58,8 +58,8 @@ def header(run: Dict[str, Any], m: Dict[str, Any], quick: bool) -> List[str]:
     return lines
 
 
-def render(quick: bool) -> str:
-    """Write the page from the stored results; returns its path."""
+def page(quick: bool) -> Tuple[str, str]:
+    """``(path, text)`` of the page rendered from the stored results."""
     res = {n: C.read_result(n, quick) for n in NAMES}
     run = C.read_result("run_all", quick) or {}
     doc = (os.path.join(C.QUICK_RESULTS, "benchmarks.md") if quick
@@ -84,7 +84,12 @@ def render(quick: bool) -> str:
               "smoke run of a few minutes that writes to `bench/results/quick/` instead. "
               "Each script runs alone too (`python bench/bench_search_step.py --help`). "
               "`python bench/make_doc.py` re-renders this page from the stored results.", ""]
-    text = "\n".join(lines).replace("\n\n\n", "\n\n")
+    return doc, "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def render(quick: bool) -> str:
+    """Write the page from the stored results; returns its path."""
+    doc, text = page(quick)
     write_text(doc, text)
     print(f"[bench] wrote {os.path.relpath(doc, C.REPO)}")
     return doc
@@ -92,9 +97,21 @@ def render(quick: bool) -> str:
 
 def main(argv=None) -> int:
     ap = C.arg_parser(__doc__)
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 if the page differs from its rendering")
     a = ap.parse_args(argv)
-    render(a.quick)
-    return 0
+    if not a.check:
+        render(a.quick)
+        return 0
+    doc, text = page(a.quick)
+    try:
+        with open(doc, encoding="utf-8") as fh:
+            same = fh.read() == text
+    except OSError:
+        same = False
+    print(f"[bench] {os.path.relpath(doc, C.REPO)} "
+          + ("is up to date" if same else "differs from the stored results' rendering"))
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
