@@ -208,8 +208,8 @@ def main(argv=None) -> int:
     strat = {k: agg_s[t] for k, t in strat_tags.items()}
     rows = orderings(init, strat)
     for r in rows:
-        print(f"[remap_ablation] {'HOLDS ' if r['holds'] else 'FAILS '}"
-              f"{'(beyond spread) ' if r['beyond_spread'] else '(within spread) '}"
+        spread = {True: "beyond spread", False: "within spread"}.get(r["beyond_spread"], "one seed")
+        print(f"[remap_ablation] {'HOLDS' if r['holds'] else 'FAILS'} ({spread}) "
               f"{r['claim']}: {fmt_number(r['AP_a'])} vs {fmt_number(r['AP_b'])}", flush=True)
     img = plot(init, strat, searches, os.path.join(C.img_dir(a.quick), "bench_remap_ablation.png"),
                seeds)

@@ -42,7 +42,8 @@ TREE_DATASETS = ("fna_trees_train", "fna_trees_val")
 NUCLEI_DATASETS = ("fna_nuclei_train", "fna_nuclei_val")
 DEMO_DATASETS = TREE_DATASETS + NUCLEI_DATASETS
 #: demo family -> its builder ``prepare(root) -> dataset directory``
-_BUILDERS: Dict[str, Callable[..., str]] = {"fna_trees": prepare_tree_demo, "fna_nuclei": prepare_nuclei_demo}
+_BUILDERS: Dict[str, Callable[..., str]] = {"fna_trees": prepare_tree_demo,
+                                            "fna_nuclei": prepare_nuclei_demo}
 _registered_root: Optional[str] = None
 
 #: ``root`` or ``$DETECTRON2_DATASETS`` (default ``./datasets``) as an absolute path
