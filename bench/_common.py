@@ -1,10 +1,15 @@
 """Shared helpers of the fna_d2 benchmarks (not a test module; nothing here is imported by
-fna_d2 itself).
+fna_d2 itself): paths, machine description, the allocator switch, result files and their
+verdicts (``checks``), statistics, the command line, configs and subprocesses, figures.
 
 Every benchmark script writes ``<results dir>/<name>.json``::
 
     {"name": ..., "date": ISO time, "machine": {...}, "quick": bool, "wall_time_s": ...,
-     "settings": {...}, "figures": {...}, "targets": {...}, "notes": [...]}
+     "settings": {...}, "figures": {...}, "targets": {...}, "checks": [...], "notes": [...]}
+
+``checks`` are the benchmark's verdicts (:func:`check`), computed by the script that measured
+the figures (its ``checks(doc)`` function, which ``bench/recheck.py`` re-applies to stored
+results); ``bench/make_doc.py`` only formats them.
 
 ``<results dir>`` is ``bench/results`` (or ``bench/results/quick`` with ``--quick``, so a smoke
 run never overwrites the figures of a full run). Figures go to ``docs/img`` (full) or
@@ -14,14 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import torch
+
+from fna_d2.config import get_fna_cfg
+from fna_d2.latency import apply_malloc_tuning, device_signature
+from fna_d2.utils import pyplot, read_json, save_figure, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench")
@@ -59,8 +72,6 @@ def git_commit() -> str:
 
 def machine_info(threads: Optional[int] = None) -> Dict[str, Any]:
     """CPU model, cores, memory, torch version and thread count, load, date."""
-    import torch
-
     mem_gb = None
     try:
         with open("/proc/meminfo", "r", encoding="utf-8") as f:
@@ -69,8 +80,6 @@ def machine_info(threads: Optional[int] = None) -> Dict[str, Any]:
                     mem_gb = round(int(line.split()[1]) / 1024 ** 2, 1)
     except OSError:
         pass
-    from fna_d2.latency import device_signature
-
     info = {
         "cpu": device_signature("cpu")["name"],  # the CPU name latency tables are keyed by
         "logical_cores": os.cpu_count(),
@@ -97,8 +106,6 @@ def apply_malloc(mode: str) -> Dict[str, Any]:
     helper's status (``tuned``, ``signature``, ``reason``)."""
     if mode not in ("default", "tuned"):
         raise ValueError(f"malloc mode must be 'default' or 'tuned', got {mode!r}")
-    from fna_d2.latency import apply_malloc_tuning
-
     st = apply_malloc_tuning(mode == "tuned")
     info: Dict[str, Any] = {"mode": mode}
     info.update(st)
@@ -120,17 +127,16 @@ def malloc_result_name(name: str, mode: str) -> str:
 
 
 def minor_faults() -> int:
-    import resource
-
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 # ----------------------------------------------------------------------------- results
-def _clean(obj: Any) -> Any:
+def clean_json(obj: Any) -> Any:
+    """``obj`` with tensors/NumPy scalars as Python numbers, tuples as lists, NaN/inf as None."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [clean_json(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         try:
             obj = obj.item()
@@ -141,29 +147,38 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def result_path(name: str, quick: bool) -> str:
+    """``<results dir>/<name>.json``."""
+    return os.path.join(results_dir(quick), f"{name}.json")
+
+
 def write_result(name: str, quick: bool, doc: Dict[str, Any]) -> str:
     """Write ``doc`` (plus name/date/quick) as ``<results dir>/<name>.json``; returns the path."""
-    d = results_dir(quick)
-    os.makedirs(d, exist_ok=True)
     full = {"name": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick}
     full.update(doc)
-    path = os.path.join(d, f"{name}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_clean(full), f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    path = write_json(result_path(name, quick), clean_json(full), indent=1)
     print(f"[bench] wrote {os.path.relpath(path, REPO)}")
     return path
 
 
 def read_result(name: str, quick: bool) -> Optional[Dict[str, Any]]:
-    path = os.path.join(results_dir(quick), f"{name}.json")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The stored result ``name`` (None if missing or unreadable)."""
+    return read_json(result_path(name, quick))
+
+
+# ----------------------------------------------------------------------------- verdicts
+def check(name: str, value: Any, target: Optional[str] = None, met: Optional[bool] = None,
+          text: Optional[str] = None) -> Dict[str, Any]:
+    """One verdict of a benchmark: what was checked (``name``), the measured ``value``, the
+    ``target`` as people read it (None: no target), whether it was ``met`` (None: not a
+    pass/fail check) and the verdict in words (``text``)."""
+    return {"name": name, "value": value, "target": target,
+            "met": None if met is None else bool(met), "text": text}
+
+
+def checks_by_name(res: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """``{name: check}`` of a stored result (empty for None or a result without checks)."""
+    return {c["name"]: c for c in (res or {}).get("checks") or []}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -179,14 +194,6 @@ def quartiles(v: Sequence[float]) -> List[float]:
         return [float(v[0])] * 2
     q = statistics.quantiles(v, n=4, method="inclusive")
     return [float(q[0]), float(q[2])]
-
-
-def mean_std(v: Sequence[float]) -> Dict[str, float]:
-    v = [float(x) for x in v if x is not None and not math.isnan(float(x))]
-    if not v:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": sum(v) / len(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-            "min": min(v), "max": max(v), "n": len(v)}
 
 
 def summary(v: Sequence[float]) -> Dict[str, Any]:
@@ -205,16 +212,11 @@ def arg_parser(doc: str, quick_help: Optional[str] = None) -> argparse.ArgumentP
 
 # ----------------------------------------------------------------------------- configs / runs
 def demo_cfg(config: str, opts: Iterable[Any] = ()) -> Any:
-    """``get_fna_cfg(REPO/config, opts)`` (fna_d2 imported, so the demo datasets register)."""
-    import fna_d2  # noqa: F401
-    from fna_d2.config import get_fna_cfg
-
+    """``get_fna_cfg(REPO/config, opts)`` (importing fna_d2 registered the demo datasets)."""
     return get_fna_cfg(os.path.join(REPO, config), [str(o) for o in opts])
 
 
 def quiet_logs() -> None:
-    import logging
-
     for n in ("detectron2", "fna_d2", "d2", "fvcore"):
         logging.getLogger(n).setLevel(logging.WARNING)
 
@@ -247,22 +249,12 @@ def last_json_line(text: str) -> Dict[str, Any]:
     raise ValueError("no JSON line in the output:\n" + text[-2000:])
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_fig(fig, path: str, dpi: int = 80) -> str:
-    """Save a small PNG (keep docs/img files well under 200 KB)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    size = os.path.getsize(path)
-    if size > 200_000:  # shrink once if a figure came out too big
-        fig.savefig(path, dpi=max(40, dpi * 2 // 3), bbox_inches="tight")
+    """Save a small PNG (keep docs/img files well under 200 KB): atomically with
+    :func:`fna_d2.utils.save_figure`, once more at a lower resolution if it came out too big."""
+    save_figure(fig, path, dpi=dpi, close=False)
+    if os.path.getsize(path) > 200_000:
+        save_figure(fig, path, dpi=max(40, dpi * 2 // 3), close=False)
     print(f"[bench] wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path) // 1024} KB)")
     return path
 
@@ -273,13 +265,3 @@ def finish_fig(fig, path: str) -> str:
     out = save_fig(fig, path)
     pyplot().close(fig)
     return out
-
-
-def fmt(v: Any, nd: int = 2) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "n/a"
-        return f"{v:.{nd}f}"
-    return str(v)

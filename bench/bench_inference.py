@@ -17,6 +17,10 @@ The demo-searched architecture is taken from the first that exists of
 ``output/bench/demo_trees/derive/arch.json``, ``output/bench/demo_trees/search/searched_arch.json``,
 the remapping ablation's searched architecture (``output/bench/full/ablation/...``); else it
 is skipped with a note.
+
+Verdicts (:func:`checks`): per input size, whether the published FNA backbone runs faster,
+slower or as fast as MobileNetV2 (within 2 %); the ``--malloc tuned`` run also compares its
+latencies with the stored default-allocator result (``make bench`` runs that one first).
 """
 from __future__ import annotations
 
@@ -28,8 +32,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import torch  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from fna_d2.arch import fna_retinanet_arch, load_arch, mobilenetv2_arch, save_arch  # noqa: E402
+from fna_d2.cost import arch_cost, detectron2_model_cost, paper_retinanet_cfg  # noqa: E402
+from fna_d2.modeling.backbones import DerivedNet  # noqa: E402
+from fna_d2.utils import pyplot  # noqa: E402
 
 NAME = "inference"
+#: a backbone latency ratio to MobileNetV2 within [1 - AS_FAST, 1 + AS_FAST] is "as fast"
+AS_FAST = 0.02
 SEARCHED_CANDIDATES = (
     "output/demo/trees/derive/arch.json",
     "output/demo/trees/search/searched_arch.json",
@@ -53,8 +65,6 @@ def find_searched(quick: bool) -> Tuple[Optional[str], str]:
 
 
 def archs(quick: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    from fna_d2.arch import fna_retinanet_arch, load_arch, mobilenetv2_arch
-
     out = {"MobileNetV2": mobilenetv2_arch(), "FNA (published)": fna_retinanet_arch()}
     path, note = find_searched(quick)
     src = {"MobileNetV2": "fna_d2.arch.mobilenetv2_arch()",
@@ -68,19 +78,14 @@ def archs(quick: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
 
 def retinanet(arch_path: str, network: str):
-    from fna_d2.cost import _build, paper_retinanet_cfg
-
     cfg = paper_retinanet_cfg(network, arch_path)
-    model = _build(cfg)
+    model = build_model(cfg)
     model.eval()
     return model
 
 
 def cost_rows(arch_objs: Dict[str, Any], sizes: List[Tuple[int, int]], tmp: str
               ) -> Dict[str, Dict[str, Any]]:
-    from fna_d2.arch import save_arch
-    from fna_d2.cost import arch_cost, detectron2_model_cost
-
     rows: Dict[str, Dict[str, Any]] = {}
     for name, arch in arch_objs.items():
         path = save_arch(arch, os.path.join(tmp, f"{_slug(name)}.json"))
@@ -104,8 +109,6 @@ def _slug(name: str) -> str:
 def time_interleaved(mods: Dict[str, Any], x, repeats: int, warmup: int
                      ) -> Dict[str, Dict[str, List[float]]]:
     """{"cpu": {name: [ms]}, "wall": {name: [ms]}}: process CPU time and wall time."""
-    import torch
-
     names = list(mods)
     times = {c: {n: [] for n in names} for c in ("cpu", "wall")}
     with torch.no_grad():
@@ -137,11 +140,6 @@ def latency(arch_objs: Dict[str, Any], sizes: List[Tuple[int, int]], tmp: str,
             reps: Dict[str, int], warmup: int, clock: str) -> Dict[str, Any]:
     """Per size: backbone and whole-network latency summaries on ``clock`` ("cpu" or "wall"),
     and the other clock's under ``*_wall_ms`` / ``*_cpu_ms``."""
-    import torch
-
-    from fna_d2.arch import save_arch
-    from fna_d2.modeling.backbones import DerivedNet
-
     out: Dict[str, Any] = {}
     for h, w in sizes:
         key = f"{h}x{w}"
@@ -167,8 +165,49 @@ def latency(arch_objs: Dict[str, Any], sizes: List[Tuple[int, int]], tmp: str,
     return out
 
 
+def checks(doc: Dict[str, Any], default: Optional[Dict[str, Any]] = None
+           ) -> List[Dict[str, Any]]:
+    """Per input size ``published_speed@<size>``: the published FNA backbone's latency ratio to
+    MobileNetV2 and whether that is faster, slower or as fast (within ``AS_FAST``). With
+    ``default`` (the default-allocator result, for a ``--malloc tuned`` run) also
+    ``malloc_effect``: each backbone's latency relative to the default allocator, the range of
+    the speed-ups and the largest change of a latency ratio to MobileNetV2."""
+    out = []
+    ratios = doc["figures"]["ratios"]
+    for key, rr in ratios.items():
+        r = rr.get("FNA (published)")
+        if not r:
+            continue
+        lr = r["backbone_latency_ratio"]
+        speed = "slower" if lr > 1 + AS_FAST else "faster" if lr < 1 - AS_FAST else "as fast"
+        out.append(C.check(f"published_speed@{key}", lr,
+                           f"{1 - AS_FAST:.2f}-{1 + AS_FAST:.2f}x MobileNetV2 = as fast", None,
+                           speed))
+    if default and default.get("figures"):
+        lat, dlat, dratios = doc["figures"]["latency"], default["figures"]["latency"], \
+            default["figures"]["ratios"]
+        vs: Dict[str, Dict[str, Optional[float]]] = {}
+        speedups, changes = [], []
+        for key, d in lat.items():
+            vs[key] = {}
+            for n, v in d["backbone_ms"].items():
+                base = dlat.get(key, {}).get("backbone_ms", {}).get(n, {}).get("median")
+                vs[key][n] = v["median"] / base if base else None
+                if base:
+                    speedups.append(base / v["median"])
+                if n in dratios.get(key, {}) and n in ratios[key]:
+                    changes.append(abs(ratios[key][n]["backbone_latency_ratio"]
+                                       - dratios[key][n]["backbone_latency_ratio"]))
+        value = {"backbone_vs_default": vs,
+                 "speedup_min": min(speedups) if speedups else None,
+                 "speedup_max": max(speedups) if speedups else None,
+                 "max_ratio_change": max(changes) if changes else None}
+        out.append(C.check("malloc_effect", value))
+    return out
+
+
 def plot(rows, lat, sizes, path: str) -> str:
-    plt = C.pyplot()
+    plt = pyplot()
     names = list(rows)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3))
     if len(sizes) == 1:
@@ -197,8 +236,6 @@ def main(argv=None) -> int:
     os.chdir(C.REPO)
     malloc = C.apply_malloc(args.malloc)
     name = C.malloc_result_name(NAME, args.malloc)
-    import torch
-
     torch.set_num_threads(args.threads)
     C.quiet_logs()
     t0 = time.perf_counter()
@@ -235,7 +272,7 @@ def main(argv=None) -> int:
         notes.append(sources["FNA (demo search)"])
     paper = {"MobileNetV2": {"retinanet_params_m": 11.49, "retinanet_madds_g": 133.05},
              "FNA (published)": {"retinanet_params_m": 11.73, "retinanet_madds_g": 133.03}}
-    C.write_result(name, args.quick, {
+    doc = {
         "machine": machine, "wall_time_s": time.perf_counter() - t0,
         "settings": {"threads": args.threads, "batch": 1, "clock": clock, "malloc": malloc,
                      "latency_sizes": [list(s) for s in sizes],
@@ -245,7 +282,9 @@ def main(argv=None) -> int:
                      "retinanet_for_latency": "same, backbone+FPN+head forward, no post-"
                                               "processing"},
         "sources": sources, "figures": {"cost": rows, "latency": lat, "ratios": ratios},
-        "paper": paper, "notes": notes, "plot": os.path.relpath(img, C.REPO)})
+        "paper": paper, "notes": notes, "plot": os.path.relpath(img, C.REPO)}
+    doc["checks"] = checks(doc, C.read_result(NAME, args.quick) if args.malloc == "tuned" else None)
+    C.write_result(name, args.quick, doc)
     return 0
 
 

@@ -31,185 +31,34 @@ detector trained this briefly has few detections above 0.05, which leaves AP und
 LR matters: at the demo configs' LR (0.01 at batch 2, about 6x the paper's per-image LR)
 remapped networks trained unstably in trial runs; the benchmark also trains the remapped search's
 architecture at that LR (``--demo-lr``, first seed, random and remapped target) to check.
+
+The jobs are in ``bench/ablation_jobs.py``, the verdicts in ``bench/ablation_checks.py``.
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as futures
-import json
+import math
 import os
 import shutil
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+from ablation_checks import PAPER_INIT, PAPER_STRATEGY, checks, orderings  # noqa: E402
+from ablation_jobs import SCORE_THRESH_TEST, SEED_URI, Runner, search_spec, train_spec  # noqa: E402
+from fna_d2.arch import load_arch  # noqa: E402
+from fna_d2.cost import arch_cost  # noqa: E402
+from fna_d2.utils import fmt_number, mean_std, pyplot  # noqa: E402
 
 NAME = "remap_ablation"
-SEED_URI = "fna_d2://keras_mobilenetv2"
-#: the paper's numbers (Cityscapes mIoU of the target network)
-PAPER_INIT = {"random/random": 72.4, "remap/random": 73.0, "random/remap": 76.0,
-              "remap/remap": 76.6}
-PAPER_STRATEGY = {"first_k+center": 76.6, "bn_gamma+center": 75.8, "std+center": 75.8,
-                  "l1+center": 75.3, "first_k+dilated": 75.6}
-#: detectron2's 0.05 leaves briefly trained detectors with no detections (AP undefined)
-SCORE_THRESH_TEST = 0.01
 STRATEGIES = (("first_k", "center"), ("bn_gamma", "center"), ("std", "center"),
               ("l1", "center"), ("first_k", "dilated"))
 
 
-# ----------------------------------------------------------------------------- worker
-def common_opts(size: int, iters: int, seed: int, out: str, lr: float) -> List[Any]:
-    return ["MODEL.RETINANET.SCORE_THRESH_TEST", SCORE_THRESH_TEST,
-            "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", int(size * 1.25),
-            "INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", int(size * 1.25),
-            "MODEL.FPN.OUT_CHANNELS", 128, "MODEL.RETINANET.NUM_CONVS", 2,
-            "MODEL.FNA.SEED_WEIGHTS", SEED_URI,
-            "MODEL.FNA.SEARCH.COST_INPUT_SIZE", f"({size}, {size})",
-            "SOLVER.IMS_PER_BATCH", 2, "SOLVER.BASE_LR", lr, "SOLVER.MAX_ITER", iters,
-            "SOLVER.STEPS", f"({max(1, int(iters * 0.8))},)",
-            "SOLVER.WARMUP_ITERS", min(20, max(1, iters // 5)),
-            "SOLVER.CHECKPOINT_PERIOD", 10 ** 7, "TEST.EVAL_PERIOD", 0,
-            "DATALOADER.NUM_WORKERS", 0, "SEED", seed, "OUTPUT_DIR", out, "MODEL.DEVICE", "cpu"]
-
-
-def _curve_hook(keys: Sequence[str]):
-    from detectron2.engine import HookBase
-
-    class Curves(HookBase):
-        def __init__(self) -> None:
-            self.curves: Dict[str, List[Tuple[int, float]]] = {k: [] for k in keys}
-
-        def after_step(self) -> None:
-            hist = self.trainer.storage.histories()
-            for k in keys:
-                if k in hist:
-                    v, it = hist[k].values()[-1]
-                    if it == self.trainer.iter:
-                        self.curves[k].append((int(it), float(v)))
-
-    return Curves()
-
-
-def run_job(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """One search or training (in this process); returns its result dict."""
-    import torch
-    from detectron2.utils.env import seed_all_rng
-
-    torch.set_num_threads(int(spec.get("threads", 1)))
-    C.quiet_logs()
-    cfg = C.demo_cfg(spec["config"], spec["opts"])
-    cfg.freeze()
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    seed_all_rng(cfg.SEED)
-    t0, c0 = time.perf_counter(), time.process_time()
-    res: Dict[str, Any] = {"id": spec["id"], "kind": spec["kind"]}
-    if spec["kind"] == "search":
-        from fna_d2.engine.search import SearchTrainer, alpha_stats
-
-        trainer = SearchTrainer(cfg)
-        hook = _curve_hook(["total_loss", "arch/total_loss", "search/expected_cost"])
-        trainer.register_hooks([hook])
-        trainer.resume_or_load(resume=False)
-        trainer.train()
-        arch_path = os.path.join(cfg.OUTPUT_DIR, "searched_arch.json")
-        stats = alpha_stats(trainer.net)
-        res.update({"arch_path": arch_path, "curves": hook.curves,
-                    "alpha_entropy": stats.entropy, "skip_ratio": stats.skip_ratio})
-    else:
-        from fna_d2.engine import FNATrainer
-
-        trainer = FNATrainer(cfg)
-        hook = _curve_hook(["total_loss"])
-        trainer.register_hooks([hook])
-        trainer.resume_or_load(resume=False)
-        results = trainer.train()
-        rep = trainer.checkpointer.remap_report
-        bbox = (results or {}).get("bbox", {})
-        res.update({"AP": _num(bbox.get("AP")), "AP50": _num(bbox.get("AP50")),
-                    "AP75": _num(bbox.get("AP75")), "curves": hook.curves,
-                    "remap_counts": rep.counts() if rep is not None and rep.enabled else None})
-    res["wall_s"] = time.perf_counter() - t0
-    res["cpu_s"] = time.process_time() - c0
-    for f in os.listdir(cfg.OUTPUT_DIR):  # weights are not needed afterwards
-        if f.endswith(".pth"):
-            os.remove(os.path.join(cfg.OUTPUT_DIR, f))
-    return res
-
-
-def _num(v: Any) -> Optional[float]:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if v != v else v
-
-
-# ----------------------------------------------------------------------------- driver
-class Runner:
-    def __init__(self, root: str, workers: int, threads: int) -> None:
-        self.root, self.workers, self.threads = root, workers, threads
-
-    def _one(self, spec: Dict[str, Any]) -> Dict[str, Any]:
-        d = os.path.join(self.root, "jobs")
-        os.makedirs(d, exist_ok=True)
-        spec = dict(spec, threads=self.threads)
-        spec_path = os.path.join(d, f"{spec['id']}.json")
-        out_path = os.path.join(d, f"{spec['id']}.result.json")
-        with open(spec_path, "w", encoding="utf-8") as f:
-            json.dump(spec, f)
-        if os.path.exists(out_path):
-            os.remove(out_path)
-        t0 = time.perf_counter()
-        proc = C.run_python([os.path.abspath(__file__), "--job", spec_path, "--job-out", out_path],
-                            log_path=os.path.join(d, f"{spec['id']}.log"),
-                            env={"OMP_NUM_THREADS": str(self.threads)})
-        if proc.returncode != 0 or not os.path.exists(out_path):
-            with open(os.path.join(d, f"{spec['id']}.log"), encoding="utf-8") as f:
-                tail = f.read()[-3000:]
-            raise RuntimeError(f"job {spec['id']} failed (exit {proc.returncode}):\n{tail}")
-        with open(out_path, encoding="utf-8") as f:
-            res = json.load(f)
-        res["process_wall_s"] = time.perf_counter() - t0
-        msg = (f"AP {C.fmt(res.get('AP'), 1)}" if res["kind"] == "train"
-               else f"arch {os.path.relpath(res['arch_path'], C.REPO)}")
-        print(f"[remap_ablation] {spec['id']}: {msg} ({res['process_wall_s']:.0f} s wall, "
-              f"{res['cpu_s']:.0f} s CPU)", flush=True)
-        return res
-
-    def run(self, specs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-        with futures.ThreadPoolExecutor(max_workers=self.workers) as ex:
-            done = dict(zip([s["id"] for s in specs], ex.map(self._one, specs)))
-        return done
-
-
-def search_spec(init: str, a: argparse.Namespace, root: str) -> Dict[str, Any]:
-    sid = f"search_{init}_s{a.search_seed}"
-    opts = common_opts(a.size, a.search_iters, a.search_seed, os.path.join(root, sid),
-                       a.search_lr)
-    opts += ["MODEL.FNA.REMAP.ENABLED", init == "remap",
-             "MODEL.FNA.SEARCH.WARMUP_ITERS", a.search_iters // 2,
-             "MODEL.FNA.SEARCH.SEED", a.search_seed,
-             "MODEL.FNA.SEARCH.DERIVE_PERIOD", 10 ** 7]
-    return {"id": sid, "kind": "search", "config": "configs/demo/trees_search.yaml",
-            "opts": opts}
-
-
-def train_spec(tag: str, arch: str, remap: bool, width: str, kernel: str, seed: int,
-               a: argparse.Namespace, root: str) -> Dict[str, Any]:
-    tid = f"train_{tag}_s{seed}"
-    opts = common_opts(a.size, a.iters, seed, os.path.join(root, tid), a.lr)
-    opts += ["MODEL.FNA.NETWORK", "derived", "MODEL.FNA.ARCH", arch,
-             "MODEL.FNA.REMAP.ENABLED", remap, "MODEL.FNA.REMAP.WIDTH", width,
-             "MODEL.FNA.REMAP.KERNEL", kernel]
-    return {"id": tid, "kind": "train", "config": "configs/demo/trees_adapt.yaml", "opts": opts}
-
-
+# ----------------------------------------------------------------------------- summaries
 def arch_summary(path: str) -> Dict[str, Any]:
-    from fna_d2.arch import load_arch
-    from fna_d2.cost import arch_cost
-
     arch = load_arch(path)
     ops = [op for st in arch.stages[1:] for op in st.ops]
     return {"ops": [list(st.ops) for st in arch.stages],
@@ -225,11 +74,11 @@ def aggregate(results: Dict[str, Dict[str, Any]], tags: Sequence[str], seeds: Se
     for tag in tags:
         aps = [results[f"train_{tag}_s{s}"]["AP"] for s in seeds]
         ap50 = [results[f"train_{tag}_s{s}"]["AP50"] for s in seeds]
-        out[tag] = {"AP": C.mean_std([0.0 if v is None else v for v in aps]),
-                    "AP50": C.mean_std([0.0 if v is None else v for v in ap50]),
+        losses = [_last(results[f"train_{tag}_s{s}"]["curves"]["total_loss"]) for s in seeds]
+        out[tag] = {"AP": mean_std([0.0 if v is None else v for v in aps]),
+                    "AP50": mean_std([0.0 if v is None else v for v in ap50]),
                     "AP_per_seed": aps,
-                    "final_loss": C.mean_std([_last(results[f"train_{tag}_s{s}"]["curves"]
-                                                    ["total_loss"]) for s in seeds]),
+                    "final_loss": mean_std([v for v in losses if not math.isnan(v)]),
                     "remap_counts": results[f"train_{tag}_s{seeds[0]}"].get("remap_counts")}
     return out
 
@@ -239,45 +88,19 @@ def _last(curve: List[Tuple[int, float]], n: int = 10) -> float:
     return sum(v) / len(v) if v else float("nan")
 
 
-def orderings(init: Dict[str, Any], strat: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The paper's claims, each checked on the means (and whether the gap exceeds the
-    larger of the two standard deviations)."""
-    def chk(claim: str, a: str, b: str, table: Dict[str, Any], paper: Dict[str, float]):
-        ma, mb = table[a]["AP"]["mean"], table[b]["AP"]["mean"]
-        sd = max(table[a]["AP"]["std"], table[b]["AP"]["std"])
-        return {"claim": claim, "a": a, "b": b, "AP_a": ma, "AP_b": mb, "gap": ma - mb,
-                "max_std": sd, "holds": ma > mb, "beyond_spread": (ma - mb) > sd,
-                "paper_gap": paper[a] - paper[b]}
-
-    rows = [
-        chk("remapping the target beats a random target (random super net)", "random/remap",
-            "random/random", init, PAPER_INIT),
-        chk("remapping the target beats a random target (remapped super net)", "remap/remap",
-            "remap/random", init, PAPER_INIT),
-        chk("remapping the super net helps (random target)", "remap/random", "random/random",
-            init, PAPER_INIT),
-        chk("remapping the super net helps (remapped target)", "remap/remap", "random/remap",
-            init, PAPER_INIT),
-    ]
-    for k in ("bn_gamma+center", "std+center", "l1+center", "first_k+dilated"):
-        rows.append(chk(f"first-k + centre (FNA) beats {k}", "first_k+center", k, strat,
-                        PAPER_STRATEGY))
-    return rows
-
-
 def _ap_panel(ax, table: Dict[str, Any], keys: List[str], color: str, sep: str) -> None:
     """One point per seed (grey; a missing AP as 0) and the mean +/- std (``color``) of
     ``table[k]`` for each of ``keys``; tick labels broken after ``sep``."""
     for i, k in enumerate(keys):
         v = [0.0 if x is None else x for x in table[k]["AP_per_seed"]]
         ax.scatter([i] * len(v), v, s=12, color="grey")
-        ax.errorbar([i], [table[k]["AP"]["mean"]], yerr=[table[k]["AP"]["std"]], fmt="o",
+        ax.errorbar([i], [table[k]["AP"]["mean"]], yerr=[table[k]["AP"]["std"] or 0.0], fmt="o",
                     color=color, capsize=4)
     ax.set_xticks(range(len(keys)), [k.replace(sep, sep + "\n") for k in keys], fontsize=7)
 
 
 def plot(init, strat, searches, path: str, seeds) -> str:
-    plt = C.pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     ax = axes[0]
     _ap_panel(ax, init, list(PAPER_INIT), "C0", "/")
@@ -327,16 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--search-seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--job", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--job-out", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     os.chdir(C.REPO)
-    if a.job:
-        with open(a.job, encoding="utf-8") as f:
-            res = run_job(json.load(f))
-        with open(a.job_out, "w", encoding="utf-8") as f:
-            json.dump(C._clean(res), f)
-        return 0
     a.size = a.size or (128 if a.quick else 256)
     a.iters = a.iters or (4 if a.quick else 150)
     a.search_iters = a.search_iters or (4 if a.quick else 60)
@@ -393,9 +208,9 @@ def main(argv=None) -> int:
     strat = {k: agg_s[t] for k, t in strat_tags.items()}
     rows = orderings(init, strat)
     for r in rows:
-        print(f"[remap_ablation] {'HOLDS ' if r['holds'] else 'FAILS '}"
-              f"{'(beyond spread) ' if r['beyond_spread'] else '(within spread) '}"
-              f"{r['claim']}: {C.fmt(r['AP_a'])} vs {C.fmt(r['AP_b'])}", flush=True)
+        spread = {True: "beyond spread", False: "within spread"}.get(r["beyond_spread"], "one seed")
+        print(f"[remap_ablation] {'HOLDS' if r['holds'] else 'FAILS'} ({spread}) "
+              f"{r['claim']}: {fmt_number(r['AP_a'])} vs {fmt_number(r['AP_b'])}", flush=True)
     img = plot(init, strat, searches, os.path.join(C.img_dir(a.quick), "bench_remap_ablation.png"),
                seeds)
     search_out = {}
@@ -404,9 +219,9 @@ def main(argv=None) -> int:
         al = r["curves"].get("arch/total_loss") or []
         search_out[i] = {"arch": arch_summary(r["arch_path"]),
                          "arch_path": os.path.relpath(r["arch_path"], C.REPO),
-                         "weight_loss_first10": _mean([v for _, v in tl[:10]]),
-                         "weight_loss_last10": _mean([v for _, v in tl[-10:]]),
-                         "arch_loss_last10": _mean([v for _, v in al[-10:]]),
+                         "weight_loss_first10": mean_std([v for _, v in tl[:10]])["mean"],
+                         "weight_loss_last10": mean_std([v for _, v in tl[-10:]])["mean"],
+                         "arch_loss_last10": mean_std([v for _, v in al[-10:]])["mean"],
                          "alpha_entropy": r["alpha_entropy"], "skip_ratio": r["skip_ratio"],
                          "curves": r["curves"], "wall_s": r["process_wall_s"],
                          "cpu_s": r["cpu_s"]}
@@ -423,10 +238,10 @@ def main(argv=None) -> int:
             "random": {"AP": tres[f"train_remap-random_s{seeds[0]}"]["AP"]},
             "remap": {"AP": tres[f"train_first_k-center_s{seeds[0]}"]["AP"]}}
         print(f"[remap_ablation] LR check at LR {a.demo_lr}: remapped target AP "
-              f"{C.fmt(lr_out['remap']['AP'])}, random target AP {C.fmt(lr_out['random']['AP'])}"
-              f" (at LR {a.lr}: {C.fmt(lr_out['same_seed_at_base_lr']['remap']['AP'])} / "
-              f"{C.fmt(lr_out['same_seed_at_base_lr']['random']['AP'])})", flush=True)
-    C.write_result(NAME, a.quick, {
+              f"{fmt_number(lr_out['remap']['AP'])}, random target AP {fmt_number(lr_out['random']['AP'])}"
+              f" (at LR {a.lr}: {fmt_number(lr_out['same_seed_at_base_lr']['remap']['AP'])} / "
+              f"{fmt_number(lr_out['same_seed_at_base_lr']['random']['AP'])})", flush=True)
+    doc = {
         "machine": machine, "wall_time_s": time.perf_counter() - t0,
         "settings": {"image_size": a.size, "train_iters": a.iters, "search_iters": a.search_iters,
                      "search_warmup_iters": a.search_iters // 2, "train_seeds": seeds,
@@ -440,12 +255,10 @@ def main(argv=None) -> int:
                     "search_wall_s": search_wall, "train_wall_s": train_wall,
                     "jobs_cpu_s": jobs_cpu},
         "paper": {"init": PAPER_INIT, "strategy": PAPER_STRATEGY, "metric": "Cityscapes mIoU"},
-        "plot": os.path.relpath(img, C.REPO)})
+        "plot": os.path.relpath(img, C.REPO)}
+    doc["checks"] = checks(doc)
+    C.write_result(NAME, a.quick, doc)
     return 0
-
-
-def _mean(v: List[float]) -> Optional[float]:
-    return sum(v) / len(v) if v else None
 
 
 if __name__ == "__main__":

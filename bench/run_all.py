@@ -21,6 +21,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+from make_doc import render  # noqa: E402
 
 _OWN = re.compile(r"^(\[(search_step|inference|latency_model|remap_ablation|pipeline|bench)\]"
                   r"|Traceback|\w*Error)")
@@ -96,8 +97,6 @@ def main(argv=None) -> int:
         "full_run": full, "partial_run": partial})
     print(f"[run_all] all done in {total / 60:.1f} min", flush=True)
     if not a.no_doc:
-        from make_doc import render
-
         render(a.quick)
     return 0 if all(b["returncode"] == 0 for b in benches) else 1
 

@@ -25,6 +25,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from PIL import Image
+
+import fna_d2  # noqa: F401  (registers backbones, the head and the demo datasets)
+from fna_d2.config import get_fna_cfg
 
 logger = logging.getLogger("fna_d2.demo")
 
@@ -47,8 +56,6 @@ def resolve_input(spec: str) -> str:
         return spec
     if ":" in spec:
         name, _, idx = spec.rpartition(":")
-        from detectron2.data import DatasetCatalog
-
         if name in DatasetCatalog.list() and idx.lstrip("-").isdigit():
             return DatasetCatalog.get(name)[int(idx)]["file_name"]
     raise FileNotFoundError(f"--input {spec!r}: no such file, and not DATASET:INDEX of a "
@@ -57,8 +64,6 @@ def resolve_input(spec: str) -> str:
 
 def setup_cfg(config_file: str, opts: List[str]):
     """Frozen config for inference on this machine (CPU unless CUDA is available)."""
-    from fna_d2.config import get_fna_cfg
-
     cfg = get_fna_cfg(config_file, opts)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -78,10 +83,6 @@ def setup_cfg(config_file: str, opts: List[str]):
 
 def draw(cfg, image_bgr: np.ndarray, threshold: float) -> np.ndarray:
     """Run the model on a BGR image and return the visualisation (RGB uint8)."""
-    from detectron2.data import MetadataCatalog
-    from detectron2.engine import DefaultPredictor
-    from detectron2.utils.visualizer import ColorMode, Visualizer
-
     predictor = DefaultPredictor(cfg)
     outputs = predictor(image_bgr)
     name = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused"
@@ -101,12 +102,6 @@ def draw(cfg, image_bgr: np.ndarray, threshold: float) -> np.ndarray:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from detectron2.data.detection_utils import read_image
-    from detectron2.utils.logger import setup_logger
-    from PIL import Image
-
-    import fna_d2  # noqa: F401  (registers backbones, the head and the demo datasets)
-
     setup_logger(name="fna_d2")
     cfg = setup_cfg(args.config_file, list(args.opts))
     path = resolve_input(args.input)

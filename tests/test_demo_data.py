@@ -10,6 +10,10 @@ import io
 import json
 import os
 import re
+import runpy
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +22,10 @@ pytest.importorskip("detectron2")
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fna_d2.data import demo  # noqa: E402
+import fna_d2  # noqa: E402
+from fna_d2.data import atomic_build, demo, is_complete, nuclei  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TREE_SCENES = {
     "OSBS_029",
@@ -186,9 +193,8 @@ def test_nuclei_regions_disjoint_and_faithful(nuclei_dir: str) -> None:
     xs = {s: [int(pat.fullmatch(n).group(2)) for n in _crops(nuclei_dir, s)] for s in NUCLEI_CROPS}
     assert max(xs["train"]) + 128 <= 384 and min(xs["val"]) >= 384
     # The val crops tile the right quarter exactly and equal the normalised source.
-    mod = demo._load_script("prepare_nuclei_demo")
-    img, inst = mod.load_nuclei_source()
-    rgb = mod.normalize_to_uint8(img)
+    img, inst = nuclei.load_nuclei_source()
+    rgb = nuclei.normalize_to_uint8(img)
     for name in _crops(nuclei_dir, "val"):
         y, x = (int(v) for v in pat.fullmatch(name).groups())
         got = np.asarray(Image.open(os.path.join(nuclei_dir, "images", "val", name)))
@@ -225,7 +231,6 @@ def test_build_is_idempotent(trees_dir: str, nuclei_dir: str) -> None:
 
 
 def test_crash_leaves_nothing_and_stale_dir_is_replaced(tmp_path) -> None:
-    tree = demo._load_script("prepare_tree_demo")
     final = str(tmp_path / "fna_x")
 
     def crashing_build(d: str) -> None:
@@ -234,18 +239,55 @@ def test_crash_leaves_nothing_and_stale_dir_is_replaced(tmp_path) -> None:
         raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        tree.atomic_build(final, crashing_build, version=1)
+        atomic_build(final, crashing_build, version=1)
     assert os.listdir(tmp_path) == []  # neither the final name nor a temp dir survives
 
     if importlib.util.find_spec("stardist") is None:
         pytest.skip("pip install --no-deps stardist==0.9.2")
-    nuc = demo._load_script("prepare_nuclei_demo")
     stale = tmp_path / "fna_nuclei"
     (stale / "images").mkdir(parents=True)  # looks like a dataset, but has no stats.json
-    out = nuc.prepare_nuclei_demo(str(tmp_path))
-    assert out == str(stale) and nuc.is_complete(out)
+    out = nuclei.prepare_nuclei_demo(str(tmp_path))
+    assert out == str(stale) and is_complete(out, nuclei.BUILD_VERSION)
     assert len(os.listdir(stale / "images" / "train")) == NUCLEI_CROPS["train"]
     assert sorted(os.listdir(tmp_path)) == ["fna_nuclei"]
+
+
+def _run(args, cwd, **env):
+    e = dict(os.environ, **env)
+    return subprocess.run([sys.executable] + args, cwd=str(cwd), env=e, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_installed_package_builds_without_the_checkout(tmp_path) -> None:
+    """The fna_d2 package alone (as pip installs it, without the source checkout's datasets/
+    folder) still builds its demo data: the builders are part of the package."""
+    if importlib.util.find_spec("stardist") is None:
+        pytest.skip("pip install --no-deps stardist==0.9.2")
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(os.path.abspath(fna_d2.__file__)), site / "fna_d2",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    root = tmp_path / "d2_datasets"
+    code = ("import sys, fna_d2; from fna_d2.data import demo; "
+            "assert fna_d2.__file__.startswith(sys.argv[1]), fna_d2.__file__; "
+            "print(demo.ensure_demo_data('fna_nuclei_val'))")
+    proc = _run(["-c", code, str(site)], tmp_path, PYTHONPATH=str(site),
+                DETECTRON2_DATASETS=str(root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(root / "fna_nuclei")
+    assert is_complete(str(root / "fna_nuclei"), nuclei.BUILD_VERSION)
+    assert len(os.listdir(root / "fna_nuclei" / "images" / "val")) == NUCLEI_CROPS["val"]
+
+
+def test_prepare_script_command_line(nuclei_dir: str, demo_root, capsys) -> None:
+    """``datasets/prepare_nuclei_demo.py`` is a thin command line over fna_d2.data.nuclei:
+    with ``--root`` it finds the finished build, prints its path and one line per split."""
+    script = runpy.run_path(os.path.join(REPO, "datasets", "prepare_nuclei_demo.py"))
+    assert script["main"] is nuclei.main
+    assert script["main"](["--root", str(demo_root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == nuclei_dir
+    assert lines[1].startswith("  train: 35 crops of 128x128, foreground ")
+    assert lines[2].startswith("  val: 4 crops of 128x128, foreground ")
 
 
 def test_missing_packages_give_pip_command(monkeypatch, tmp_path) -> None:

@@ -12,20 +12,22 @@ Files live under ``$DETECTRON2_DATASETS`` (default ``./datasets``, resolved when
 The data are built on first use: ``DatasetCatalog.get(name)`` builds if missing, and
 ``ensure_demo_data(name)`` lets a trainer build before constructing an evaluator
 (``COCOEvaluator`` reads ``json_file`` in its constructor). Building is idempotent and atomic
-(temp dir + rename). The build code lives in ``datasets/prepare_tree_demo.py`` and
-``datasets/prepare_nuclei_demo.py`` of the source checkout, loaded here by path.
+(temp dir + rename). The builders are :mod:`fna_d2.data.trees` and :mod:`fna_d2.data.nuclei`
+(part of the package, so an installed fna_d2 builds its demo data without a source checkout;
+``datasets/prepare_*_demo.py`` are their command lines).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, load_sem_seg
+
+from .builder import datasets_root
+from .nuclei import prepare_nuclei_demo
+from .trees import prepare_tree_demo
 
 __all__ = [
     "DEMO_DATASETS",
@@ -39,42 +41,17 @@ __all__ = [
 TREE_DATASETS = ("fna_trees_train", "fna_trees_val")
 NUCLEI_DATASETS = ("fna_nuclei_train", "fna_nuclei_val")
 DEMO_DATASETS = TREE_DATASETS + NUCLEI_DATASETS
-_SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "datasets"
-_SCRIPTS = {"fna_trees": "prepare_tree_demo", "fna_nuclei": "prepare_nuclei_demo"}
+#: demo family -> its builder ``prepare(root) -> dataset directory``
+_BUILDERS: Dict[str, Callable[..., str]] = {"fna_trees": prepare_tree_demo,
+                                            "fna_nuclei": prepare_nuclei_demo}
 _registered_root: Optional[str] = None
 
-
-def demo_datasets_root(root: Optional[str] = None) -> str:
-    """``root`` or ``$DETECTRON2_DATASETS`` (default ``./datasets``) as an absolute path."""
-    return os.path.abspath(os.path.expanduser(root or os.environ.get("DETECTRON2_DATASETS") or "datasets"))
-
-
-def _load_script(stem: str) -> ModuleType:
-    """Import ``datasets/<stem>.py`` by path as ``_fna_d2_<stem>`` (same name the scripts use)."""
-    name = f"_fna_d2_{stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = _SCRIPTS_DIR / f"{stem}.py"
-    if not path.is_file():
-        raise RuntimeError(
-            f"cannot build the demo datasets: {path} not found. They are built by the scripts in "
-            f"the fna_d2 source checkout's datasets/ folder; install fna_d2 from a checkout "
-            f"(pip install -e .) or run the script there with --root $DETECTRON2_DATASETS."
-        )
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return mod
+#: ``root`` or ``$DETECTRON2_DATASETS`` (default ``./datasets``) as an absolute path
+demo_datasets_root = datasets_root
 
 
 def _family(name: str) -> str:
-    for fam in _SCRIPTS:
+    for fam in _BUILDERS:
         if name == fam or name.startswith(fam + "_"):
             return fam
     raise KeyError(f"{name!r} is not a demo dataset; known: {list(DEMO_DATASETS)}")
@@ -85,21 +62,15 @@ def ensure_demo_data(name: str, root: Optional[str] = None) -> str:
     missing; return the dataset directory. ``root`` defaults to the registered root."""
     fam = _family(name)
     base = root or _registered_root or demo_datasets_root()
-    mod = _load_script(_SCRIPTS[fam])
-    prepare = mod.prepare_tree_demo if fam == "fna_trees" else mod.prepare_nuclei_demo
-    return prepare(base)
+    return _BUILDERS[fam](base)
 
 
 def _load_trees(name: str, split: str, root: str) -> List[Dict[str, Any]]:
-    from detectron2.data.datasets import load_coco_json
-
     d = ensure_demo_data(name, root)
     return load_coco_json(os.path.join(d, "annotations", f"instances_{split}.json"), os.path.join(d, "images"), name)
 
 
 def _load_nuclei(name: str, split: str, root: str) -> List[Dict[str, Any]]:
-    from detectron2.data.datasets import load_sem_seg
-
     d = ensure_demo_data(name, root)
     recs = load_sem_seg(
         os.path.join(d, "labels", split), os.path.join(d, "images", split), gt_ext="png", image_ext="png"

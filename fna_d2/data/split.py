@@ -10,7 +10,6 @@ Detectron2 dataset (``image_id`` is used when present, else the file name).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
@@ -18,9 +17,10 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..errors import SplitError  # noqa: F401  (defined there; re-exported)
+from ..utils import write_json
 
 __all__ = ["SplitError", "DataSplit", "split_indices", "image_ids_hash", "make_split",
-           "save_split", "load_split", "SPLIT_FORMAT"]
+           "save_split", "SPLIT_FORMAT"]
 
 SPLIT_FORMAT = "fna_d2.search_split"
 
@@ -107,21 +107,5 @@ def make_split(dataset_dicts: Sequence[Dict[str, Any]], dataset_names: Sequence[
 
 
 def save_split(split: DataSplit, path: str) -> str:
-    """Write ``split.to_dict()`` as JSON atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(split.to_dict(), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def load_split(path: str) -> Dict[str, Any]:
-    """Read a recorded split (the dict of :meth:`DataSplit.to_dict`)."""
-    with open(path, "r", encoding="utf-8") as f:
-        d = json.load(f)
-    if not isinstance(d, dict) or d.get("format") != SPLIT_FORMAT:
-        raise SplitError(f"{path}: not a {SPLIT_FORMAT} file")
-    return d
-
+    """Write ``split.to_dict()`` as JSON atomically (temp file + rename); returns ``path``."""
+    return write_json(path, split.to_dict(), indent=2)
