@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+import detectron2.data.transforms as T
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
@@ -14,7 +15,8 @@ from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
 import fna_d2  # noqa: F401  (registers backbones, heads, demo datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import FNATrainer, build_trainer, evaluate_only
-from fna_d2.engine.trainer import DatasetNotRegisteredError, load_sem_seg_gt
+from fna_d2.engine.data import load_sem_seg_gt, train_augmentations
+from fna_d2.errors import DatasetNotRegisteredError
 
 from _search_cfg import REPO, set_options
 
@@ -119,13 +121,10 @@ def test_bn_recalibration_after_remapping(tmp_path):
 
 
 def test_arch_half_without_augmentation_is_resized_only(tmp_path):
-    import detectron2.data.transforms as T
-
-    from fna_d2.engine.trainer import train_augmentations
-
     det = train_augmentations(trees_cfg(tmp_path), augment=False)
     assert [type(a) for a in det] == [T.ResizeShortestEdge]
     assert det[0].short_edge_length == (64, 64)
     seg = train_augmentations(nuclei_cfg(tmp_path), augment=False)
     assert [type(a) for a in seg] == [T.ResizeShortestEdge, T.RandomCrop_CategoryAreaConstraint]
     assert T.RandomFlip in [type(a) for a in train_augmentations(nuclei_cfg(tmp_path))]
+
