@@ -3,6 +3,8 @@ train + evaluate_only round trip, BN recalibration after remapping."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -128,3 +130,20 @@ def test_arch_half_without_augmentation_is_resized_only(tmp_path):
     assert [type(a) for a in seg] == [T.ResizeShortestEdge, T.RandomCrop_CategoryAreaConstraint]
     assert T.RandomFlip in [type(a) for a in train_augmentations(nuclei_cfg(tmp_path))]
 
+
+def test_train_net_reports_bad_input_on_one_line(tmp_path):
+    """train_net.py: an FNAError (here a malformed MODEL.FNA.ARCH file) is one line naming the
+    file, exit code 2, no traceback."""
+    bad = tmp_path / "bad_arch.json"
+    bad.write_text("{not json")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+         os.path.join(REPO, "configs", "demo", "trees_adapt.yaml"), "MODEL.FNA.ARCH", str(bad),
+         "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.DEVICE", "cpu", "OUTPUT_DIR",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("train_net.py: error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "invalid JSON" in errors[0], errors
