@@ -12,12 +12,24 @@ adaptation or a baseline, :class:`fna_d2.engine.FNATrainer`). Examples::
 
 For the whole pipeline (search -> derive -> remap -> adapt -> evaluate -> report) use
 ``python -m fna_d2.pipeline``.
+
+Bad input (an :class:`fna_d2.errors.FNAError`: config, arch file, seed weights, datasets...)
+is reported on one line, without a traceback, and the exit code is 2 (also when it happens in
+a worker of ``--num-gpus`` > 1).
 """
+import sys
+
+from torch.multiprocessing import ProcessExitedException
+
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer, evaluate_only
+from fna_d2.errors import FNAError
+
+#: exit code for bad input (an FNAError), as argparse uses for a bad command line
+EXIT_BAD_INPUT = 2
 
 
 def setup(args):
@@ -32,22 +44,37 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         return evaluate_only(cfg, resume=args.resume)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, config_file=args.config_file)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+def guarded_main(args):
+    """:func:`main` in this process (each worker's with ``--num-gpus`` > 1): an FNAError is
+    printed on one line and the process exits with :data:`EXIT_BAD_INPUT`."""
+    try:
+        return main(args)
+    except FNAError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            guarded_main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ProcessExitedException as e:  # a worker reported its FNAError already
+        if e.exit_code != EXIT_BAD_INPUT:
+            raise
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

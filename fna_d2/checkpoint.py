@@ -15,6 +15,11 @@
    checkpointer, BN statistics are recalibrated (:func:`recalibrate_bn`) after 2-3. Trainers
    that build their loader later can call :func:`recalibrate_bn` themselves.
 
+Checkpoints and the ``last_checkpoint`` tag are written atomically (to a temporary file,
+renamed once complete), so a run killed while saving keeps its last good checkpoint: the
+checkpointer's ``path_manager`` is an :class:`AtomicWritePathManager`, the one seam fvcore's
+``Checkpointer.save`` / ``tag_last_checkpoint`` write through.
+
 Trainers use it in place of ``DetectionCheckpointer``::
 
     self.checkpointer = FNACheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg,
@@ -23,32 +28,28 @@ Trainers use it in place of ``DetectionCheckpointer``::
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import IO, Any, ContextManager, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
+from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 
-from .remap import (RemapError, RemapReport, from_canonical, load_seed_file, remap,
-                    to_canonical)
+from .errors import RemapError
+from .modeling import DerivedNet, MobileNetV2Seed, SuperNet
+from .remap import RemapReport, from_canonical, load_seed_file, remap, to_canonical
+from .utils import atomic_open, unwrap_model, write_json, write_text
 
-__all__ = ["FNACheckpointer", "remap_into_model", "find_fna_backbone", "recalibrate_bn",
-           "write_report", "REPORT_NAME"]
+__all__ = ["FNACheckpointer", "AtomicWritePathManager", "remap_into_model",
+           "find_fna_backbone", "recalibrate_bn", "write_report", "REPORT_NAME"]
 
 REPORT_NAME = "remap_report"
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip DistributedDataParallel / DataParallel wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
 
 
 def find_fna_backbone(model: nn.Module) -> Tuple[str, nn.Module]:
@@ -56,9 +57,7 @@ def find_fna_backbone(model: nn.Module) -> Tuple[str, nn.Module]:
     MobileNetV2Seed) inside ``model`` (e.g. ``backbone.bottom_up`` under an FPN).
 
     Raises :class:`RemapError` if there is none or more than one."""
-    from .modeling import DerivedNet, MobileNetV2Seed, SuperNet
-
-    found = [(n, m) for n, m in _unwrap(model).named_modules()
+    found = [(n, m) for n, m in unwrap_model(model).named_modules()
              if isinstance(m, (SuperNet, DerivedNet, MobileNetV2Seed))]
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(n or '<model>' for n, _ in found)})"
@@ -70,8 +69,6 @@ def find_fna_backbone(model: nn.Module) -> Tuple[str, nn.Module]:
 
 def _target_of(backbone: nn.Module):
     """(target Arch/SearchSpace, canonical target_init, layout of the model's names)."""
-    from .modeling import MobileNetV2Seed, SuperNet
-
     init = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     if isinstance(backbone, MobileNetV2Seed):
         canon, arch = to_canonical(init, "torchvision")
@@ -109,12 +106,10 @@ def write_report(report: RemapReport, output_dir: str) -> Optional[str]:
     only); returns the JSON path."""
     if not output_dir or not comm.is_main_process():
         return None
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, f"{REPORT_NAME}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(report.to_dict(), fh, indent=1)
-    with open(os.path.join(output_dir, f"{REPORT_NAME}.txt"), "w", encoding="utf-8") as fh:
-        fh.write(report.summary(max_unused=10 ** 6) + "\n")
+    path = write_json(os.path.join(output_dir, f"{REPORT_NAME}.json"), report.to_dict(),
+                      indent=1)
+    write_text(os.path.join(output_dir, f"{REPORT_NAME}.txt"),
+               report.summary(max_unused=10 ** 6) + "\n")
     return path
 
 
@@ -126,12 +121,9 @@ def recalibrate_bn(model: nn.Module, data_loader: Iterable[Any], iters: int) -> 
     ``EventStorage`` (detectron2 meta-archs then return losses, which are discarded); BNs
     without running statistics (the super net's searchable layers) are left alone.
     Returns the number of BN layers updated."""
-    from detectron2.utils.events import EventStorage
-    from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
-
     if iters <= 0:
         return 0
-    net = _unwrap(model)
+    net = unwrap_model(model)
     was_training = net.training
     net.train()
     no_stats = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -148,15 +140,36 @@ def recalibrate_bn(model: nn.Module, data_loader: Iterable[Any], iters: int) -> 
     return n
 
 
+class AtomicWritePathManager:
+    """A path manager (``iopath``'s interface) whose ``open`` for writing a local file goes
+    through :func:`fna_d2.utils.atomic_open` with the wrapped manager's ``open``; reads,
+    remote paths and every other method are the wrapped manager's."""
+
+    def __init__(self, path_manager: Any) -> None:
+        self.wrapped = path_manager
+
+    def open(self, path: str, mode: str = "r", **kwargs: Any
+             ) -> Union[IO, ContextManager[IO]]:
+        if mode in ("w", "wb") and "://" not in path:
+            return atomic_open(path, mode,
+                               opener=lambda name, m: self.wrapped.open(name, m, **kwargs))
+        return self.wrapped.open(path, mode, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
 class FNACheckpointer(DetectionCheckpointer):
     """A :class:`DetectionCheckpointer` that remaps ``MODEL.FNA.SEED_WEIGHTS`` into the model
     when training starts fresh (see the module doc). ``cfg=None`` behaves exactly like
-    ``DetectionCheckpointer``. ``remap_report`` holds the last report (None after a resume)."""
+    ``DetectionCheckpointer`` (writing atomically). ``remap_report`` holds the last report
+    (None after a resume)."""
 
     def __init__(self, model: nn.Module, save_dir: str = "", *, cfg=None,
                  bn_data_loader: Optional[Iterable[Any]] = None, save_to_disk=None,
                  **checkpointables: Any) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = AtomicWritePathManager(self.path_manager)
         self.cfg = cfg
         self.bn_data_loader = bn_data_loader
         self.remap_report: Optional[RemapReport] = None

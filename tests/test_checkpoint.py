@@ -244,6 +244,34 @@ def test_find_backbone_through_wrappers(arch_file, tmp_path):
     assert path == "backbone.bottom_up" and isinstance(bb, DerivedNet)
 
 
+# ----------------------------------------------------------------------------- atomic saves
+class _Interrupted(RuntimeError):
+    pass
+
+
+def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A save killed after writing part of the file leaves the last checkpoint, its
+    ``last_checkpoint`` tag and the directory as they were."""
+    ck = FNACheckpointer(nn.Linear(2, 2), str(tmp_path))
+    ck.save("model_a")
+    good = (tmp_path / "model_a.pth").read_bytes()
+
+    def torn_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise _Interrupted("killed while saving")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    for name in ("model_a", "model_b"):
+        with pytest.raises(_Interrupted):
+            ck.save(name)
+    assert (tmp_path / "model_a.pth").read_bytes() == good
+    assert (tmp_path / "last_checkpoint").read_text() == "model_a.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_a.pth"]
+    monkeypatch.undo()
+    assert ck.get_checkpoint_file() == str(tmp_path / "model_a.pth")
+    assert ck.load(ck.get_checkpoint_file()) == {}
+
+
 # ----------------------------------------------------------------------------- BN recalibration
 def test_recalibrate_bn_sets_population_statistics():
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -22,7 +23,8 @@ from fna_d2.arch import SKIP, load_arch
 from fna_d2.config import ConfigError
 from fna_d2.data.split import SplitError, image_ids_hash, make_split, save_split, split_indices
 from fna_d2.engine import SearchTrainer, build_trainer
-from fna_d2.engine.search import SearchResumeError, alpha_stats, check_search_cfg
+from fna_d2.engine.search import alpha_stats, check_search_cfg, mix_seed
+from fna_d2.errors import SearchResumeError
 
 from _search_cfg import search_cfg
 
@@ -125,10 +127,10 @@ def test_searched_arch_builds_derived_network_unchanged(straight, tmp_path):
 
 def test_warmup_samples_uniformly_then_from_softmax(straight):
     trainer, _, _ = straight
-    modes = {(it, mode) for it, mode, _ in trainer._trainer.recent_paths}
+    modes = {(it, mode) for it, mode, _ in trainer.runner.recent_paths}
     assert modes == {(0, "uniform"), (1, "uniform"), (2, "softmax"), (3, "softmax")}
     # uniform sampling ignores alpha, softmax sampling follows it
-    runner = trainer._trainer
+    runner = trainer.runner
     saved = _alphas(trainer)
     state = runner.generator.get_state()
     with torch.no_grad():
@@ -164,7 +166,7 @@ def test_resume_is_bit_exact(straight, tmp_path):
         assert torch.equal(a, b)
     ref, got = _params(trainer.model), _params(resumed.model)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    assert list(trainer._trainer.recent_paths)[2:] == list(resumed._trainer.recent_paths)
+    assert list(trainer.runner.recent_paths)[2:] == list(resumed.runner.recent_paths)
 
 
 def test_resume_from_another_space_is_refused(straight, tmp_path):
@@ -183,14 +185,14 @@ def test_arch_step_changes_only_alpha(tmp_path):
     trainer = build_trainer(search_cfg(tmp_path, **{"MODEL.FNA.SEARCH.WARMUP_ITERS": 0}))
     before, alphas = _params(trainer.model), _alphas(trainer)
     with EventStorage(0):
-        trainer._trainer.arch_step()
+        trainer.runner.arch_step()
     after = _params(trainer.model)
     alpha_keys = {k for k in before if k.endswith(".alpha")}
     assert len(alpha_keys) == trainer.net.space.num_searchable
     assert all(not torch.equal(before[k], after[k]) for k in alpha_keys)
     assert all(torch.equal(before[k], after[k]) for k in before if k not in alpha_keys)
-    assert all(p.grad is None for p in trainer._trainer.weights)
-    assert all(p.requires_grad for p in trainer._trainer.weights)  # unfrozen afterwards
+    assert all(p.grad is None for p in trainer.runner.weights)
+    assert all(p.requires_grad for p in trainer.runner.weights)  # unfrozen afterwards
     assert not any(torch.equal(a, b) for a, b in zip(alphas, _alphas(trainer)))
 
 
@@ -198,12 +200,12 @@ def test_weight_step_changes_only_sampled_weights(tmp_path):
     trainer = build_trainer(search_cfg(tmp_path))
     before = _params(trainer.model)
     with EventStorage(0):
-        trainer._trainer.weight_step("softmax")
+        trainer.runner.weight_step("softmax")
     after = _params(trainer.model)
-    path = trainer._trainer.recent_paths[-1][2]
+    path = trainer.runner.recent_paths[-1][2]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert not any(k.endswith(".alpha") for k in changed)
-    assert all(a.grad is None for a in trainer._trainer.alphas)
+    assert all(a.grad is None for a in trainer.runner.alphas)
     assert any(k.startswith("head.") for k in changed)
     for m, idx in zip(trainer.net.mixed_ops(), path):
         for i, name in enumerate(m.names):
@@ -215,7 +217,7 @@ def test_weight_step_changes_only_sampled_weights(tmp_path):
 
 def test_larger_lambda_pushes_toward_cheaper_ops(tmp_path):
     trainer = build_trainer(search_cfg(tmp_path, **{"MODEL.FNA.SEARCH.WARMUP_ITERS": 0}))
-    runner = trainer._trainer
+    runner = trainer.runner
     # one arch step from the same state and batch: a large lambda lowers the expected cost more
     alphas, adam = _alphas(trainer), copy.deepcopy(runner.arch_optimizer.state_dict())
     start = float(runner.expected_cost())
@@ -333,3 +335,25 @@ def test_collapse_without_stop_only_warns(tmp_path):
     assert [v for v, _ in trainer.storage.history("search/skip_heavy").values()] == [1.0, 1.0]
     arch = load_arch(str(tmp_path / "searched_arch.json"))
     assert "skip-heavy" in arch.meta["warning"]
+
+
+# ----------------------------------------------------------------------------- provenance
+@pytest.mark.parametrize("passed", ["configs/mine.yaml", None])
+def test_searched_arch_records_the_config_file_passed_not_argv(tmp_path, monkeypatch, passed):
+    """Under ``python -m fna_d2.pipeline`` the process's argv names the pipeline's YAML: the
+    recorded config is the one the caller passes (null when none)."""
+    monkeypatch.setattr(sys, "argv", ["fna_d2.pipeline", "--config-file", "pipeline.yaml"])
+    cfg = search_cfg(tmp_path, **{"SOLVER.MAX_ITER": 1, "MODEL.FNA.SEARCH.DERIVE_PERIOD": 0,
+                                  "SOLVER.CHECKPOINT_PERIOD": 100})
+    trainer = build_trainer(cfg, config_file=passed)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert load_arch(str(tmp_path / "searched_arch.json")).meta["config_file"] == passed
+
+
+def test_stream_seeds_are_pinned():
+    """The seed derivation every search stream uses; a change would silently change every
+    search (and break resuming checkpoints written before it)."""
+    assert mix_seed(3, "init") == 8470581646597317207
+    assert mix_seed(3, "weight", "aug") == 1265541032548919333
+    assert mix_seed(0, "iteration", 7, 1) == 36421741209249929

@@ -3,6 +3,7 @@ gloo backend when there is no GPU). Every rank must sample the same paths and en
 alphas and weights; only rank 0 writes the outputs."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -29,7 +30,7 @@ def _worker(out_dir: str, result_path: str, datasets_root: str) -> None:
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
-    runner = trainer._trainer
+    runner = trainer.runner
     mine = {
         "rank": comm.get_rank(),
         "world": comm.get_world_size(),
@@ -61,7 +62,5 @@ def test_two_process_search_agrees_across_ranks(tmp_path):
     assert r0["consumed"] == r1["consumed"] == (3, 2)
     arch = tmp_path / "out" / "searched_arch.json"
     assert arch.is_file()
-    import json
-
     meta = json.loads(arch.read_text())["meta"]
     assert meta["world_size"] == 2 and meta["total_batch"] == 2

@@ -3,10 +3,13 @@ train + evaluate_only round trip, BN recalibration after remapping."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import detectron2.data.transforms as T
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
@@ -14,7 +17,8 @@ from detectron2.projects.deeplab.lr_scheduler import WarmupPolyLR
 import fna_d2  # noqa: F401  (registers backbones, heads, demo datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import FNATrainer, build_trainer, evaluate_only
-from fna_d2.engine.trainer import DatasetNotRegisteredError, load_sem_seg_gt
+from fna_d2.engine.data import load_sem_seg_gt, train_augmentations
+from fna_d2.errors import DatasetNotRegisteredError
 
 from _search_cfg import REPO, set_options
 
@@ -119,13 +123,27 @@ def test_bn_recalibration_after_remapping(tmp_path):
 
 
 def test_arch_half_without_augmentation_is_resized_only(tmp_path):
-    import detectron2.data.transforms as T
-
-    from fna_d2.engine.trainer import train_augmentations
-
     det = train_augmentations(trees_cfg(tmp_path), augment=False)
     assert [type(a) for a in det] == [T.ResizeShortestEdge]
     assert det[0].short_edge_length == (64, 64)
     seg = train_augmentations(nuclei_cfg(tmp_path), augment=False)
     assert [type(a) for a in seg] == [T.ResizeShortestEdge, T.RandomCrop_CategoryAreaConstraint]
     assert T.RandomFlip in [type(a) for a in train_augmentations(nuclei_cfg(tmp_path))]
+
+
+def test_train_net_reports_bad_input_on_one_line(tmp_path):
+    """train_net.py: an FNAError (here a malformed MODEL.FNA.ARCH file) is one line naming the
+    file, exit code 2, no traceback."""
+    bad = tmp_path / "bad_arch.json"
+    bad.write_text("{not json")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file",
+         os.path.join(REPO, "configs", "demo", "trees_adapt.yaml"), "MODEL.FNA.ARCH", str(bad),
+         "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.DEVICE", "cpu", "OUTPUT_DIR",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("train_net.py: error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "invalid JSON" in errors[0], errors

@@ -12,34 +12,19 @@ import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ...utils import pyplot, save_figure
+
 __all__ = ["plot_alpha_heatmap", "plot_search_curves", "read_metrics_json", "merge_series"]
 
 Series = List[Tuple[int, float]]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
-
-
 def plot_alpha_heatmap(probs: Sequence[Sequence[float]], candidates: Sequence[Sequence[str]],
                        layer_names: Sequence[str], path: str, title: str = "") -> str:
     """Heatmap of op probabilities per searchable layer; returns ``path``."""
-    import numpy as np
-
-    plt = _pyplot()
+    plt = pyplot()
     ops: List[str] = []
     for cands in candidates:
         ops.extend(o for o in cands if o not in ops)
@@ -59,7 +44,7 @@ def plot_alpha_heatmap(probs: Sequence[Sequence[float]], candidates: Sequence[Se
     fig.colorbar(im, ax=ax, label="softmax(alpha)")
     ax.set_title(title or "op probabilities per searchable layer (argmax boxed)")
     try:
-        return _save(fig, path)
+        return save_figure(fig, path, close=False)
     finally:
         plt.close(fig)
 
@@ -96,7 +81,7 @@ def plot_search_curves(cost: Series, losses: Dict[str, Series], path: str,
                        warmup_iters: Optional[int] = None, cost_label: str = "expected cost"
                        ) -> str:
     """Two panels: ``cost`` and each series of ``losses`` against the iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     if cost:
         ax0.plot([i for i, _ in cost], [v for _, v in cost], color="tab:blue")
@@ -116,6 +101,6 @@ def plot_search_curves(cost: Series, losses: Dict[str, Series], path: str,
         ax0.text(warmup_iters, ax0.get_ylim()[1], " alternation starts", va="top",
                  fontsize="small", color="gray")
     try:
-        return _save(fig, path)
+        return save_figure(fig, path, close=False)
     finally:
         plt.close(fig)

@@ -1,0 +1,72 @@
+"""The search's settings (``MODEL.FNA.SEARCH.*``): :func:`check_search_cfg` refuses values
+that cannot work, :class:`SearchSchedule` holds what one iteration of the alternation needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectron2.config import CfgNode
+
+from ...errors import ConfigError
+
+__all__ = ["COST_TYPES", "check_search_cfg", "SearchSchedule"]
+
+#: cost types the search's cost term understands (``MODEL.FNA.SEARCH.COST``)
+COST_TYPES = ("madds", "latency")
+
+
+def check_search_cfg(cfg: CfgNode) -> None:
+    """Raise :class:`~fna_d2.errors.ConfigError` for search settings that cannot work."""
+    s = cfg.MODEL.FNA.SEARCH
+    if s.COST not in COST_TYPES:
+        raise ConfigError(f"MODEL.FNA.SEARCH.COST: unknown cost type {s.COST!r}; known: "
+                          f"{', '.join(COST_TYPES)}")
+    if not s.LAMBDA > 0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.LAMBDA must be > 0, got {s.LAMBDA} (the cost term "
+                          f"is LAMBDA * log(COST_SCALE * cost) / log(TAU))")
+    if not s.TAU > 1:
+        raise ConfigError(f"MODEL.FNA.SEARCH.TAU must be > 1 (log(TAU) divides the cost term), "
+                          f"got {s.TAU}")
+    if not s.COST_SCALE > 0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.COST_SCALE must be > 0, got {s.COST_SCALE}")
+    for key in ("ARCH_STEPS", "WEIGHT_STEPS"):
+        if int(s[key]) < 1:
+            raise ConfigError(f"MODEL.FNA.SEARCH.{key} must be >= 1, got {s[key]}")
+    if int(s.WARMUP_ITERS) < 0 or int(s.DERIVE_PERIOD) < 0:
+        raise ConfigError("MODEL.FNA.SEARCH.WARMUP_ITERS and DERIVE_PERIOD must be >= 0")
+    if not 0.0 < float(s.ARCH_SPLIT) < 1.0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.ARCH_SPLIT must be in (0, 1), got {s.ARCH_SPLIT}")
+    if len(s.COST_INPUT_SIZE) != 2 or min(s.COST_INPUT_SIZE) <= 0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.COST_INPUT_SIZE must be (H, W), got "
+                          f"{s.COST_INPUT_SIZE}")
+    for key in ("COLLAPSE_SKIP_RATIO", "COLLAPSE_ENTROPY"):
+        if not 0.0 <= float(s[key]) <= 1.0:
+            raise ConfigError(f"MODEL.FNA.SEARCH.{key} must be in [0, 1], got {s[key]}")
+    if int(s.LATENCY_THREADS) < 0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_THREADS must be >= 0, got "
+                          f"{s.LATENCY_THREADS}")
+    if int(s.LATENCY_REPEATS) < 1:
+        raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_REPEATS must be >= 1, got "
+                          f"{s.LATENCY_REPEATS}")
+
+
+@dataclass(frozen=True)
+class SearchSchedule:
+    """The alternation's numbers: warm-up length, steps per cycle, the cost term's ``lam`` /
+    ``tau`` / ``cost_scale`` and the collapse rule's limits."""
+
+    warmup_iters: int
+    arch_steps: int
+    weight_steps: int
+    lam: float
+    tau: float
+    cost_scale: float
+    skip_ratio_limit: float
+    entropy_limit: float
+    stop_on_collapse: bool
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "SearchSchedule":
+        s = cfg.MODEL.FNA.SEARCH
+        return cls(int(s.WARMUP_ITERS), int(s.ARCH_STEPS), int(s.WEIGHT_STEPS), float(s.LAMBDA),
+                   float(s.TAU), float(s.COST_SCALE), float(s.COLLAPSE_SKIP_RATIO),
+                   float(s.COLLAPSE_ENTROPY), bool(s.STOP_ON_COLLAPSE))
