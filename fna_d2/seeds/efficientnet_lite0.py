@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import unwrap_state_dict
+
 __all__ = [
     "EfficientNetLite0",
     "efficientnet_lite0_weights_path",
@@ -185,10 +187,8 @@ def load_efficientnet_lite0(weights_path: Optional[str] = None) -> EfficientNetL
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pragma: no cover - depends on a corrupt install
         raise RuntimeError(f"cannot read EfficientNet-Lite0 weights from {path}: {e}") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
     model = EfficientNetLite0()
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(unwrap_state_dict(state, where=path), strict=True)
     return model.eval()
 
 

