@@ -14,7 +14,9 @@ from detectron2.data import DatasetCatalog
 import fna_d2  # noqa: F401
 from fna_d2.arch import Arch, Stage, load_arch, save_arch
 from fna_d2.config import get_fna_cfg
-from fna_d2.pipeline import Pipeline, PipelineError, file_sha256, main, split_opts
+from fna_d2.errors import DatasetNotRegisteredError
+from fna_d2.pipeline import Pipeline, PipelineError, main, split_opts
+from fna_d2.utils import file_sha256
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
@@ -137,11 +139,46 @@ def test_incompatible_arch_is_refused_before_training(tmp_path):
     stages[2] = Stage(40, 32, 2, stages[2].ops)
     save_arch(Arch(tuple(stages), 32, {}), pipe.searched_arch_path)
     with pytest.raises(PipelineError, match="does not match seed"):
-        pipe._run_derive(pipe.spec("derive"), False)
+        pipe.run_stage("derive")
     save_arch(Arch(tuple(stages), 32, {}), pipe.derived_arch_path)
     with pytest.raises(PipelineError, match="incompatible with the seed"):
-        pipe._check_adapt_arch(pipe.stage_cfg("adapt"))
+        pipe.run_stage("adapt")
     assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "model_final.pth"))
+    assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "config.yaml"))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("fna_d2.pipeline: error: "), lines[0]
+    return lines[0]
+
+
+def test_cli_prints_domain_errors_on_one_line(tmp_path, capsys):
+    """Any FNAError (here ArchError, RemapError) is one line on stderr and exit code 2, not a
+    traceback."""
+    config = os.path.join(INSTANT, "trees_pipeline.yaml")
+    arch = os.path.join(str(tmp_path), "derive", "arch.json")
+    os.makedirs(os.path.dirname(arch))
+    with open(arch, "w") as f:
+        f.write("{not json")
+    assert main(["--config-file", config, "--output-dir", str(tmp_path),
+                 "--stages", "adapt"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "arch.json" in line and "invalid JSON" in line
+    assert main(["--config-file", config, "--output-dir", str(tmp_path / "other"), "--status",
+                 "MODEL.FNA.SEED_WEIGHTS", "fna_d2://no_such_seed"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "fna_d2://no_such_seed" in line
+
+
+def test_error_in_spawned_workers_comes_back_as_itself(tmp_path):
+    """With several processes an FNAError raised in the workers reaches the caller as the same
+    error with its one-line message (not torch's ProcessRaisedException with a traceback)."""
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path),
+                    num_gpus=2, threads=1, opts=["baseline:DATASETS.TRAIN", "('no_such_set',)"])
+    with pytest.raises(DatasetNotRegisteredError, match=r"no_such_set.*in worker process"):
+        pipe.run_stage("baseline")
 
 
 def test_packaged_seed_is_hashed_into_trained_stage_keys(tmp_path):
