@@ -14,18 +14,17 @@ that names the missing file and the command that produces it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import statistics
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import yaml
 
-from .errors import CompareError  # noqa: F401  (defined there; re-exported)
+from .errors import CompareError, FNAError
 from .tasks import NET_NAMES
+from .utils import file_sha256, fmt_number, mean_std, pyplot, save_figure, write_text
 
 __all__ = ["RunResult", "CompareError", "load_run", "summarize", "t975", "plot_runs",
            "write_comparison", "main"]
@@ -79,10 +78,7 @@ def load_run(out_dir: str) -> RunResult:
         nums = v.get("numbers") or {}
         numbers[stage] = {k: float(x) for k, x in nums.items() if x is not None}
     arch = os.path.join(out_dir, "derive", "arch.json")
-    sha = None
-    if os.path.isfile(arch):
-        with open(arch, "rb") as f:
-            sha = hashlib.sha256(f.read()).hexdigest()[:12]
+    sha = file_sha256(arch)[:12] if os.path.isfile(arch) else None
     return RunResult(name=out_dir, metric=metrics.pop(), numbers=numbers,
                      seed=_seed_of(os.path.join(out_dir, SEARCHED, "config.yaml")), arch_sha=sha)
 
@@ -100,11 +96,6 @@ def t975(df: int) -> float:
     return _T975[df - 1] if df <= len(_T975) else 1.960
 
 
-def _mean_std(xs: Sequence[float]) -> Dict[str, Optional[float]]:
-    return {"n": len(xs), "mean": statistics.fmean(xs) if xs else None,
-            "std": statistics.stdev(xs) if len(xs) > 1 else None}
-
-
 def summarize(runs: Sequence[RunResult], key: Optional[str] = None) -> Dict[str, dict]:
     """Mean and sample std (n-1) per network of ``key`` (default: the runs' metric), and of the
     paired difference searched - seed over the runs that have both. Pure."""
@@ -118,11 +109,11 @@ def summarize(runs: Sequence[RunResult], key: Optional[str] = None) -> Dict[str,
     out: Dict[str, dict] = {}
     stages = [s for s in (SEARCHED, SEED) if any(s in r.numbers for r in runs)]
     for s in stages:
-        out[s] = _mean_std([r.numbers[s][key] for r in runs if key in r.numbers.get(s, {})])
+        out[s] = mean_std([r.numbers[s][key] for r in runs if key in r.numbers.get(s, {})])
     if SEARCHED in stages and SEED in stages:
         diffs = [r.numbers[SEARCHED][key] - r.numbers[SEED][key] for r in runs
                  if key in r.numbers.get(SEARCHED, {}) and key in r.numbers.get(SEED, {})]
-        out["difference"] = _mean_std(diffs)
+        out["difference"] = mean_std(diffs)
         d = out["difference"]
         d["searched_ahead"] = sum(x > 0 for x in diffs)
         if d["std"] is not None:  # 95% confidence interval of the mean paired difference
@@ -131,23 +122,14 @@ def summarize(runs: Sequence[RunResult], key: Optional[str] = None) -> Dict[str,
     return out
 
 
-def _f(v: Optional[float], digits: int = 2) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
 def _pm(s: dict) -> str:
-    if s["mean"] is None:
-        return "n/a"
-    return _f(s["mean"]) + ("" if s["std"] is None else f" +- {_f(s['std'])}")
+    """``mean +- std`` (``n/a`` without values, the mean alone for one value)."""
+    return fmt_number(s["mean"]) + ("" if s["std"] is None else f" +- {fmt_number(s['std'])}")
 
 
 def plot_runs(path: str, runs: Sequence[RunResult], key: str) -> str:
     """Every run's ``key`` per network (points joined run by run) over the mean bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stages = [s for s in (SEARCHED, SEED) if any(key in r.numbers.get(s, {}) for r in runs)]
     fig, ax = plt.subplots(figsize=(4.2 + 0.4 * len(stages), 3.4))
     summ = summarize(runs, key)
@@ -163,10 +145,7 @@ def plot_runs(path: str, runs: Sequence[RunResult], key: str) -> str:
     ax.set_title(f"{key} per run (lines join the networks of one run), n={len(runs)}")
     ax.title.set_fontsize(9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) -> str:
@@ -181,7 +160,7 @@ def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) ->
                  f"{NET_NAMES[s]} {k}" for s in (SEARCHED, SEED) for k in keys) + " |",
              "|---|---|---|" + "---|" * (2 * len(keys))]
     for r in runs:
-        cells = [_f(r.numbers.get(s, {}).get(k)) for s in (SEARCHED, SEED) for k in keys]
+        cells = [fmt_number(r.numbers.get(s, {}).get(k)) for s in (SEARCHED, SEED) for k in keys]
         lines.append(f"| `{r.name}` | {r.seed if r.seed is not None else '?'} | "
                      f"{r.arch_sha or 'n/a'} | " + " | ".join(cells) + " |")
     lines += ["", f"| network | {key} (mean +- std) | runs |", "|---|---|---|"]
@@ -197,7 +176,7 @@ def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) ->
             verdict = ("excludes 0: the runs support a difference" if lo > 0 or hi < 0 else
                        "includes 0: the runs do not show a difference")
             lines.append(f"95% confidence interval of the mean difference (Student's t, "
-                         f"{d['n'] - 1} df): [{_f(lo)}, {_f(hi)}]; it {verdict}.")
+                         f"{d['n'] - 1} df): [{fmt_number(lo)}, {fmt_number(hi)}]; it {verdict}.")
         else:
             lines.append("One run: no spread to compare the difference with; run the pipeline "
                          "again with other seeds (`--output-dir OTHER SEED n`).")
@@ -209,10 +188,7 @@ def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) ->
         png = os.path.splitext(path)[0] + ".png"
         plot_runs(png, runs, key)
         lines += ["", f"![{key} per run]({os.path.basename(png)})"]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -225,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         runs: List[RunResult] = [load_run(d) for d in a.runs]
         path = write_comparison(a.output, runs, plot=not a.no_plot)
-    except CompareError as e:
+    except FNAError as e:  # CompareError, or any other input error: one line naming it
         ap.exit(2, f"error: {e}\n")
     with open(path, encoding="utf-8") as f:
         print(f.read(), end="")

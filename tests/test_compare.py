@@ -118,3 +118,20 @@ def test_runs_of_different_tasks_are_refused(tmp_path):
         summarize([det, seg])
     with pytest.raises(CompareError, match="no runs"):
         summarize([])
+
+
+def test_cli_prints_any_fna_error_on_one_line(tmp_path, capsys, monkeypatch):
+    """Not only CompareError: any FNAError while reading the runs is one line, exit code 2."""
+    from fna_d2 import compare
+    from fna_d2.errors import ArchError
+
+    def bad_run(out_dir):
+        raise ArchError(f"{out_dir}/derive/arch.json: stage 3 has no layers")
+
+    monkeypatch.setattr(compare, "load_run", bad_run)
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"error: {tmp_path}/derive/arch.json: stage 3 has no "
+                                        "layers"]

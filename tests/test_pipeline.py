@@ -1,8 +1,11 @@
 """End-to-end pipeline on both instant-test demos (report with numbers, stage skipping, stale
-detection, missing inputs, incompatible archs) and one iteration of every paper config on
+detection, missing inputs, incompatible archs, input errors on one line, errors raised in
+spawned workers) and one iteration of every paper config on
 stand-in data registered under the real dataset names (COCO, Cityscapes).
 
 About 3-4 minutes on 2 idle CPU cores (marked ``slow``)."""
+import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -10,11 +13,17 @@ import re
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
+from PIL import Image
 
 import fna_d2  # noqa: F401
 from fna_d2.arch import Arch, Stage, load_arch, save_arch
+from fna_d2.compare import load_run, summarize, write_comparison
 from fna_d2.config import get_fna_cfg
-from fna_d2.pipeline import Pipeline, PipelineError, file_sha256, main, split_opts
+from fna_d2.engine import build_trainer
+from fna_d2.errors import DatasetNotRegisteredError
+from fna_d2.pipeline import Pipeline, PipelineError, main, split_opts
+from fna_d2.remap import resolve_seed_uri
+from fna_d2.utils import file_sha256
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
@@ -137,17 +146,50 @@ def test_incompatible_arch_is_refused_before_training(tmp_path):
     stages[2] = Stage(40, 32, 2, stages[2].ops)
     save_arch(Arch(tuple(stages), 32, {}), pipe.searched_arch_path)
     with pytest.raises(PipelineError, match="does not match seed"):
-        pipe._run_derive(pipe.spec("derive"), False)
+        pipe.run_stage("derive")
     save_arch(Arch(tuple(stages), 32, {}), pipe.derived_arch_path)
     with pytest.raises(PipelineError, match="incompatible with the seed"):
-        pipe._check_adapt_arch(pipe.stage_cfg("adapt"))
+        pipe.run_stage("adapt")
     assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "model_final.pth"))
+    assert not os.path.exists(os.path.join(str(tmp_path), "adapt", "config.yaml"))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("fna_d2.pipeline: error: "), lines[0]
+    return lines[0]
+
+
+def test_cli_prints_domain_errors_on_one_line(tmp_path, capsys):
+    """Any FNAError (here ArchError, RemapError) is one line on stderr and exit code 2, not a
+    traceback."""
+    config = os.path.join(INSTANT, "trees_pipeline.yaml")
+    arch = os.path.join(str(tmp_path), "derive", "arch.json")
+    os.makedirs(os.path.dirname(arch))
+    with open(arch, "w") as f:
+        f.write("{not json")
+    assert main(["--config-file", config, "--output-dir", str(tmp_path),
+                 "--stages", "adapt"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "arch.json" in line and "invalid JSON" in line
+    assert main(["--config-file", config, "--output-dir", str(tmp_path / "other"), "--status",
+                 "MODEL.FNA.SEED_WEIGHTS", "fna_d2://no_such_seed"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "fna_d2://no_such_seed" in line
+
+
+def test_error_in_spawned_workers_comes_back_as_itself(tmp_path):
+    """With several processes an FNAError raised in the workers reaches the caller as the same
+    error with its one-line message (not torch's ProcessRaisedException with a traceback)."""
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path),
+                    num_gpus=2, threads=1, opts=["baseline:DATASETS.TRAIN", "('no_such_set',)"])
+    with pytest.raises(DatasetNotRegisteredError, match=r"no_such_set.*in worker process"):
+        pipe.run_stage("baseline")
 
 
 def test_packaged_seed_is_hashed_into_trained_stage_keys(tmp_path):
     """``fna_d2://`` seeds count as inputs: a changed converted seed makes the stages stale."""
-    from fna_d2.remap import resolve_seed_uri
-
     pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=str(tmp_path))
     seed = os.path.abspath(resolve_seed_uri("fna_d2://keras_mobilenetv2"))
     for stage in ("search", "adapt", "baseline"):
@@ -230,8 +272,6 @@ SEG = ["INPUT.MIN_SIZE_TRAIN", "(64, 128)", "INPUT.MAX_SIZE_TRAIN", "256",
 @pytest.mark.parametrize("name", ["fna_retinanet_search.yaml", "fna_retinanet_adapt.yaml",
                                   "fna_deeplabv3_search.yaml", "fna_deeplabv3_adapt.yaml"])
 def test_paper_config_runs_one_iteration(name, stand_in_datasets, tmp_path):
-    from fna_d2.engine import build_trainer
-
     seg = "deeplab" in name
     opts = ONE_ITER + (SEG if seg else DET) + ["OUTPUT_DIR", str(tmp_path)]
     cfg = get_fna_cfg(os.path.join(ROOT, "configs", name), opts)
@@ -251,10 +291,6 @@ def test_paper_config_runs_one_iteration(name, stand_in_datasets, tmp_path):
 
 def test_inference_demo_draws_on_pipeline_output(trees_run, tmp_path):
     """demo/demo.py on the adapt stage's own config and weights writes a PNG."""
-    import importlib.util
-
-    from PIL import Image
-
     out, _ = trees_run
     spec = importlib.util.spec_from_file_location("fna_demo", os.path.join(ROOT, "demo", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
@@ -268,10 +304,6 @@ def test_inference_demo_draws_on_pipeline_output(trees_run, tmp_path):
 def test_compare_reads_the_pipeline_output(trees_run, tmp_path):
     """fna_d2.compare on a real run directory: the numbers, SEED and arch hash it reads are the
     pipeline's; the same run twice gives a zero-spread difference equal to that run's."""
-    import hashlib
-
-    from fna_d2.compare import load_run, summarize, write_comparison
-
     out, _ = trees_run
     run = load_run(out)
     results = json.load(open(os.path.join(out, "evaluate", "results.json")))

@@ -1,0 +1,266 @@
+""":class:`Pipeline`: one pipeline config's stage configs, the state of each stage (done /
+stale / partial / new / blocked, from its manifest and key) and the run of the stages of
+:data:`~fna_d2.pipeline.stages.STAGE_TABLE` in order, skipping those that are up to date.
+
+Every stage writes ``OUTPUT_DIR/<stage>/stage.json``: a key (SHA-256 of the stage's config and
+of its input files), the hashes of its outputs, its status and wall time. A stage whose
+manifest is ``done`` with the current key and untouched outputs is skipped; a stage whose key
+changed is *stale*: its folder is moved to ``<stage>.stale`` and it runs again; an interrupted
+stage (``running`` with the current key) resumes from its last checkpoint. See
+``docs/pipeline.md``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from detectron2.config import CfgNode
+
+from ..arch import load_arch
+from ..config import get_fna_cfg
+from ..errors import ConfigError, PipelineError
+from ..modeling.backbones import check_macro_structure
+from ..seeds_arch import seed_arch
+from . import manifest as mf
+from .overrides import split_opts
+from .stages import STAGE_BY_NAME, STAGE_TABLE, TRAINED, StageSpec, TrainStage
+from .workers import launch_worker
+
+__all__ = ["Pipeline"]
+
+logger = logging.getLogger("fna_d2.pipeline")
+
+
+class Pipeline:
+    """Stage graph, manifests and runners for one pipeline config."""
+
+    def __init__(self, config_file: str, output_dir: Optional[str] = None, num_gpus: int = 1,
+                 opts: Sequence[str] = (), dist_url: str = "auto", threads: int = 0):
+        self.config_file = os.path.abspath(config_file)
+        pipe_opts, self.common_opts, self.stage_opts = split_opts(opts)
+        self.pcfg = get_fna_cfg(self.config_file, pipe_opts + self.common_opts)
+        self.root = os.path.abspath(output_dir or self.pcfg.OUTPUT_DIR)
+        self._output_dir_given = bool(output_dir)
+        self._opts = [str(o) for o in opts]
+        self.num_gpus = int(num_gpus)
+        self.dist_url = dist_url
+        self.threads = int(threads)
+        base = os.path.dirname(self.config_file)
+        #: trained stage -> its config file (None: an optional stage left out)
+        self.config_files: Dict[str, Optional[str]] = {}
+        for stage in STAGE_TABLE:
+            if isinstance(stage, TrainStage):
+                key = f"{stage.name.upper()}_CONFIG"
+                path = self.pcfg.FNA_PIPELINE[key]
+                self.config_files[stage.name] = (
+                    None if stage.optional and not path
+                    else self._resolve(path, base, f"FNA_PIPELINE.{key}"))
+        self._cfgs: Dict[str, CfgNode] = {}
+
+    # -- configs and paths
+    def _resolve(self, path: str, base: str, key: str) -> str:
+        if not path:
+            raise ConfigError(f"{self.config_file}: {key} is empty; the pipeline needs it")
+        full = path if os.path.isabs(path) else os.path.join(base, path)
+        if not os.path.isfile(full):
+            raise ConfigError(f"{self.config_file}: {key} = {path!r}: file not found "
+                              f"(looked for {full})")
+        return full
+
+    def stage_dir(self, stage: str) -> str:
+        return os.path.join(self.root, stage)
+
+    @property
+    def derived_arch_path(self) -> str:
+        return os.path.join(self.stage_dir("derive"), "arch.json")
+
+    @property
+    def searched_arch_path(self) -> str:
+        return os.path.join(self.stage_dir("search"), "searched_arch.json")
+
+    def stage_cfg(self, stage: str) -> CfgNode:
+        """The frozen config of a trained stage (search, adapt, baseline)."""
+        if stage not in self._cfgs:
+            path = self.config_files.get(stage)
+            if path is None:
+                raise PipelineError(f"stage {stage!r} has no config")
+            cfg = get_fna_cfg(path, self.common_opts + self.stage_opts.get(stage, []))
+            STAGE_BY_NAME[stage].configure(self, cfg, path)
+            cfg.freeze()
+            self._cfgs[stage] = cfg
+        return self._cfgs[stage]
+
+    def stages(self) -> List[str]:
+        """The stages of this pipeline, in order (baseline only with a baseline config)."""
+        return [s.name for s in STAGE_TABLE if s.enabled(self)]
+
+    def eval_targets(self) -> List[str]:
+        """The trained networks the evaluate stage evaluates."""
+        return [s for s in ("adapt", "baseline") if s in self.stages()]
+
+    def launch(self, fn: Callable, *args: Any) -> None:
+        """``fn(*args)`` in ``num_gpus`` processes (detectron2's ``launch``)."""
+        launch_worker(fn, self.num_gpus, self.dist_url, *args)
+
+    # -- stage state
+    def spec(self, stage: str) -> StageSpec:
+        if stage not in STAGE_BY_NAME:
+            raise PipelineError(f"unknown stage {stage!r}; stages: "
+                                f"{', '.join(STAGE_BY_NAME)}")
+        return STAGE_BY_NAME[stage].spec(self)
+
+    def key(self, spec: StageSpec) -> Tuple[str, Dict[str, str]]:
+        """(stage key, input hashes); raises if an input is missing."""
+        for path, producer in spec.inputs.items():
+            if not os.path.isfile(path):
+                raise PipelineError(self._missing_msg(spec.name, path, producer))
+        hashes = mf.file_hashes(spec.inputs, self.root)
+        return mf.stage_key(spec.name, spec.config_digest, hashes), hashes
+
+    def rerun_command(self, stages: str) -> str:
+        """The command line that runs ``stages`` of this pipeline: same config, output folder
+        (when it was given) and overrides, so the re-run computes the same stage keys."""
+        argv = ["python", "-m", "fna_d2.pipeline", "--config-file", self.config_file]
+        if self._output_dir_given:
+            argv += ["--output-dir", self.root]
+        return shlex.join(argv + ["--stages", stages] + self._opts)
+
+    def _missing_msg(self, stage: str, path: str, producer: str) -> str:
+        if producer:
+            return (f"stage {stage!r}: input {path} is missing; run stage {producer!r} first "
+                    f"({self.rerun_command(producer)})")
+        return f"stage {stage!r}: input file {path} does not exist"
+
+    def manifest(self, stage: str) -> Optional[dict]:
+        """The stage's ``stage.json`` (None when it has none)."""
+        return mf.read_manifest(self.stage_dir(stage))
+
+    def status(self, stage: str) -> Tuple[str, str]:
+        """("done" | "stale" | "partial" | "new" | "blocked", reason)."""
+        spec = self.spec(stage)
+        man = self.manifest(stage)
+        try:
+            key, hashes = self.key(spec)
+        except PipelineError as e:
+            return "blocked", str(e)
+        if man is None:
+            return "new", "never run"
+        if man.get("key") != key:
+            return "stale", mf.stale_reason(man, spec.config_digest, hashes)
+        if man.get("status") != "done":
+            return "partial", "interrupted; resumes from its last checkpoint"
+        changed = mf.outputs_changed(man, self.root)
+        if changed:
+            return "stale", changed
+        return "done", "up to date"
+
+    def status_table(self) -> str:
+        """One line per stage: name, state, wall time, reason."""
+        rows = []
+        for s in self.stages():
+            st, reason = self.status(s)
+            wt = (self.manifest(s) or {}).get("wall_time_s")
+            rows.append(f"{s:<9} {st:<8} {'' if wt is None else f'{wt:8.1f} s'}  {reason}")
+        return "\n".join(rows)
+
+    # -- running
+    def run(self, stages: Optional[Sequence[str]] = None, force: Sequence[str] = ()
+            ) -> Dict[str, dict]:
+        """Run ``stages`` (default: all) in order; returns the manifests."""
+        selected = list(stages) if stages else self.stages()
+        for s in list(selected) + list(force):
+            if s not in self.stages():
+                raise PipelineError(f"unknown or disabled stage {s!r}; stages of this "
+                                    f"pipeline: {', '.join(self.stages())}")
+        self.validate_configs()
+        manifests: Dict[str, dict] = {}
+        for stage in self.stages():
+            if stage not in selected:
+                continue
+            self._check_producers(stage, selected)
+            manifests[stage] = self.run_stage(stage, force=stage in force)
+        return manifests
+
+    def validate_configs(self) -> None:
+        """Build every stage config (and check arch compatibility) before anything trains."""
+        for s in TRAINED:
+            if s in self.stages():
+                self.stage_cfg(s)
+        scfg, acfg = self.stage_cfg("search"), self.stage_cfg("adapt")
+        if scfg.MODEL.FNA.SEED != acfg.MODEL.FNA.SEED:
+            raise ConfigError(f"MODEL.FNA.SEED differs between the search config "
+                              f"({scfg.MODEL.FNA.SEED!r}) and the adapt config "
+                              f"({acfg.MODEL.FNA.SEED!r}); parameter adaptation remaps the "
+                              "seed the search started from")
+        if os.path.isfile(self.derived_arch_path):
+            check_macro_structure(load_arch(self.derived_arch_path),
+                                  seed_arch(acfg.MODEL.FNA.SEED), self.derived_arch_path)
+
+    def _check_producers(self, stage: str, selected: Sequence[str]) -> None:
+        """An input produced by a stage that is not selected must be up to date."""
+        for path, producer in self.spec(stage).inputs.items():
+            if not producer or producer in selected:
+                continue
+            st, reason = self.status(producer)
+            if st == "blocked":  # the producer's own input is missing: name the first stage
+                raise PipelineError(f"stage {stage!r} cannot run: {reason}")
+            if st != "done":
+                raise PipelineError(
+                    f"stage {stage!r} needs {os.path.relpath(path, self.root)} from stage "
+                    f"{producer!r}, which is {st} ({reason}); re-run stage {producer!r} "
+                    f"(--stages {producer},{stage}, or run the whole pipeline)")
+
+    def run_stage(self, stage: str, force: bool = False) -> dict:
+        """Run one stage by name (skipped when done, unless ``force``; resumed when partial;
+        from scratch when stale). Its inputs must exist; whether their producers are up to
+        date is not checked here (:meth:`run` does). Returns its manifest."""
+        spec = self.spec(stage)
+        st, reason = self.status(stage)
+        if st == "done" and not force:
+            logger.info(f"[pipeline] stage {stage}: up to date, skipped")
+            man = self.manifest(stage)
+            man["skipped"] = True
+            return man
+        if st == "blocked":
+            raise PipelineError(reason)
+        if st == "stale" or force:
+            why = "forced" if force else reason
+            logger.warning(f"[pipeline] stage {stage}: stale ({why}); re-running it from "
+                           f"scratch (old outputs moved to {spec.dir}.stale)")
+            self._clear(spec)
+        if st == "new" and os.path.isdir(spec.dir) and os.listdir(spec.dir):
+            logger.warning(f"[pipeline] stage {stage}: {spec.dir} holds files without a stage "
+                           f"manifest; moved to {spec.dir}.stale, starting fresh")
+            mf.move_away(spec.dir)
+        resume = st == "partial" and not force
+        logger.info(f"[pipeline] stage {stage}: {'resuming' if resume else 'running'} "
+                    f"({'forced' if force else reason})")
+        key, hashes = self.key(spec)
+        os.makedirs(spec.dir, exist_ok=True)
+        man = mf.start_manifest(stage, key, hashes, spec.config_digest,
+                                self.manifest(stage) if resume else None)
+        mf.write_manifest(spec.dir, man)
+        t0 = time.perf_counter()
+        try:
+            extra = spec.run(spec, resume) or {}
+        finally:
+            man["wall_time_s"] += time.perf_counter() - t0
+            mf.write_manifest(spec.dir, man)
+        missing = [p for p in spec.outputs if not os.path.isfile(p)]
+        if missing:
+            raise PipelineError(f"stage {stage!r} finished but did not write "
+                                f"{', '.join(missing)}")
+        mf.write_manifest(spec.dir, mf.finish_manifest(man, extra, spec.outputs, self.root))
+        logger.info(f"[pipeline] stage {stage}: done in {man['wall_time_s']:.1f} s")
+        return man
+
+    @staticmethod
+    def _clear(spec: StageSpec) -> None:
+        """Move the stage folder away; remove its outputs outside it (``report.md``)."""
+        mf.move_away(spec.dir)
+        for p in spec.outputs:
+            if not p.startswith(spec.dir + os.sep) and os.path.isfile(p):
+                os.remove(p)

@@ -1,0 +1,112 @@
+"""Stage manifests: the ``<stage>/stage.json`` each stage writes, the stage *key* they record
+and what a manifest says about the stage's state.
+
+A stage's key is the SHA-256 of its config digest and of the contents of its input files; the
+manifest also holds ``status`` (``running`` / ``done``), the input and output hashes, the wall
+time (summed over resumed runs), ``started`` / ``finished`` and the stage's extras.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any, Dict, Iterable, Optional
+
+from detectron2.config import CfgNode
+
+from ..utils import file_sha256, read_json, text_sha256, write_json
+
+__all__ = ["MANIFEST", "config_digest", "read_manifest", "write_manifest", "write_stage_json",
+           "file_hashes", "stage_key", "stale_reason", "outputs_changed", "start_manifest",
+           "finish_manifest", "move_away"]
+
+MANIFEST = "stage.json"
+_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def write_stage_json(path: str, obj: Any) -> str:
+    """The pipeline's JSON files (manifests, results): sorted keys, non-JSON values as str."""
+    return write_json(path, obj, indent=2, sort_keys=True, default=str)
+
+
+def config_digest(cfg: CfgNode, root: str) -> str:
+    """Hash of a stage config, independent of where the pipeline's output lives: ``OUTPUT_DIR``
+    blanked, ``MODEL.FNA.ARCH`` / ``MODEL.WEIGHTS`` inside ``root`` made relative to it."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR = ""
+    if c.MODEL.FNA.ARCH and os.path.abspath(c.MODEL.FNA.ARCH).startswith(root + os.sep):
+        c.MODEL.FNA.ARCH = os.path.relpath(os.path.abspath(c.MODEL.FNA.ARCH), root)
+    if c.MODEL.WEIGHTS and os.path.abspath(c.MODEL.WEIGHTS).startswith(root + os.sep):
+        c.MODEL.WEIGHTS = os.path.relpath(os.path.abspath(c.MODEL.WEIGHTS), root)
+    return text_sha256(c.dump())
+
+
+def read_manifest(stage_dir: str) -> Optional[dict]:
+    """The manifest in ``stage_dir`` (None when missing or unreadable)."""
+    return read_json(os.path.join(stage_dir, MANIFEST))
+
+
+def write_manifest(stage_dir: str, man: dict) -> None:
+    write_stage_json(os.path.join(stage_dir, MANIFEST), man)
+
+
+def file_hashes(paths: Iterable[str], root: str) -> Dict[str, str]:
+    """``{path relative to root: sha256}`` of existing files."""
+    return {os.path.relpath(p, root): file_sha256(p) for p in paths}
+
+
+def stage_key(stage: str, digest: str, hashes: Dict[str, str]) -> str:
+    """The key of a stage: its name, config digest and input hashes."""
+    blob = json.dumps({"stage": stage, "config": digest, "inputs": hashes}, sort_keys=True)
+    return text_sha256(blob)
+
+
+def stale_reason(man: dict, digest: str, hashes: Dict[str, str]) -> str:
+    """Why a manifest's key differs from the current one."""
+    if man.get("config_digest") != digest:
+        return "its config changed"
+    old = man.get("inputs") or {}
+    changed = [p for p in hashes if old.get(p) != hashes[p]]
+    if changed:
+        return "input(s) changed: " + ", ".join(changed)
+    return "its key changed"
+
+
+def outputs_changed(man: dict, root: str) -> Optional[str]:
+    """The first recorded output that is missing or no longer has its hash (None: all intact)."""
+    for rel, h in (man.get("outputs") or {}).items():
+        p = os.path.join(root, rel)
+        if not os.path.isfile(p):
+            return f"output {rel} is missing"
+        if file_sha256(p) != h:
+            return f"output {rel} was modified after the stage wrote it"
+    return None
+
+
+def start_manifest(stage: str, key: str, hashes: Dict[str, str], digest: str,
+                   prev: Optional[dict] = None) -> dict:
+    """The ``running`` manifest of a stage that starts (or resumes after ``prev``)."""
+    return {"stage": stage, "status": "running", "key": key, "inputs": hashes,
+            "config_digest": digest, "started": time.strftime(_TIME),
+            "wall_time_s": float((prev or {}).get("wall_time_s", 0.0))}
+
+
+def finish_manifest(man: dict, extra: Dict[str, Any], outputs: Iterable[str], root: str) -> dict:
+    """``man`` marked ``done`` with the stage's extras and the hashes of its outputs."""
+    man.update(extra)
+    man["outputs"] = file_hashes(outputs, root)
+    man["status"] = "done"
+    man["finished"] = time.strftime(_TIME)
+    return man
+
+
+def move_away(d: str) -> None:
+    """Move folder ``d`` to ``d.stale`` (replacing an older one)."""
+    if not os.path.isdir(d):
+        return
+    old = d + ".stale"
+    if os.path.isdir(old):
+        shutil.rmtree(old)
+    os.replace(d, old)

@@ -1,0 +1,91 @@
+"""What the report shows, gathered from a pipeline's outputs: the evaluate stage's numbers, the
+searched / derived / seed architectures, the search's last logged losses and plots, the stage
+manifests' wall times, and the cost and latency of both networks (measured here, see
+:mod:`.measure`). :mod:`fna_d2.report` formats the result."""
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Dict, Optional
+
+from ..arch import SKIP, Arch, load_arch
+from ..report import ReportData, pipeline_notes
+from ..seeds_arch import seed_arch
+from ..tasks import NET_NAMES, task_of
+from ..utils import read_json
+from .measure import measure_nets, measurement_configs
+
+if TYPE_CHECKING:  # annotations only
+    from .core import Pipeline
+
+__all__ = ["gather_report_data", "search_summary"]
+
+#: the search's own plots the report shows: file in search/ -> caption
+SEARCH_PLOTS = {
+    "alpha_heatmap.png": "Architecture parameters softmax(alpha) at the end of the search",
+    "search_curves.png": "Search: losses and expected cost",
+}
+
+
+def search_summary(search_dir: str, searched: Optional[Arch]) -> Dict[str, object]:
+    """A few numbers about the search: skip share and the last logged losses/cost."""
+    out: Dict[str, object] = {}
+    if searched is not None:
+        ops = [op for st in searched.stages[1:] for op in st.ops]
+        out["skip layers"] = f"{sum(o == SKIP for o in ops)}/{len(ops)}"
+    path = os.path.join(search_dir, "metrics.json")
+    last: Dict[str, float] = {}
+    if os.path.isfile(path):
+        with open(path, "r", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                for k, v in rec.items():
+                    if isinstance(v, (int, float)) and ("cost" in k or "loss" in k.lower()
+                                                        or "entropy" in k or k == "iteration"):
+                        last[k] = v
+    for k in sorted(last):
+        if (k == "iteration" or "cost" in k or "entropy" in k
+                or k in ("total_loss", "arch/total_loss")):
+            v = last[k]
+            out[k] = f"{v:.4g}" if isinstance(v, float) else v
+    return out
+
+
+def gather_report_data(pipe: "Pipeline") -> ReportData:
+    """The :class:`~fna_d2.report.ReportData` of ``pipe``'s current outputs (builds both
+    networks on the CPU to measure them)."""
+    acfg = pipe.stage_cfg("adapt")
+    task, metric = task_of(acfg)
+    searched = load_arch(pipe.searched_arch_path)
+    evals = read_json(os.path.join(pipe.stage_dir("evaluate"), "results.json")) or {}
+    results = {NET_NAMES.get(s, s): v.get("numbers", {}) for s, v in evals.items()}
+
+    # cost + latency: derived (adapt config) vs seed (same config, seed architecture)
+    size = tuple(int(s) for s in acfg.MODEL.FNA.SEARCH.COST_INPUT_SIZE)
+    repeats = int(acfg.MODEL.FNA.SEARCH.LATENCY_REPEATS)
+    cost, lat = measure_nets(measurement_configs(acfg), size, repeats)
+
+    search_dir = pipe.stage_dir("search")
+    wall: Dict[str, Optional[float]] = {}
+    notes_by_stage: Dict[str, str] = {}
+    for s in pipe.stages():
+        if s == "report":
+            continue
+        man = pipe.manifest(s) or {}
+        wall[s] = man.get("wall_time_s")
+        notes_by_stage[s] = f"{man.get('status', 'not run')} {man.get('finished', '')}".strip()
+
+    return ReportData(
+        title=f"FNA pipeline report: {os.path.basename(pipe.config_file)}",
+        task=task, metric=metric, seed=seed_arch(acfg.MODEL.FNA.SEED), searched=searched,
+        derived=load_arch(pipe.derived_arch_path), results=results, cost=cost,
+        cost_input_size=size, latency=lat, latency_input_size=size, wall_times=wall,
+        stage_notes=notes_by_stage, search_summary=search_summary(search_dir, searched),
+        notes=pipeline_notes(acfg.SEED, repeats),
+        configs={s: os.path.relpath(p, os.getcwd()) for s, p in pipe.config_files.items() if p},
+        figures={caption: os.path.join(search_dir, fname)
+                 for fname, caption in SEARCH_PLOTS.items()},
+    )
