@@ -59,6 +59,9 @@ def test_trees_pipeline_end_to_end(trees_run):
         assert os.path.isfile(os.path.join(out, f)), f
     derived = load_arch(os.path.join(out, "derive", "arch.json"))
     assert derived == derived.skips_to_end()
+    # the search records its own stage config, not the process's argv (the pipeline YAML)
+    searched = load_arch(os.path.join(out, "search", "searched_arch.json"))
+    assert searched.meta["config_file"] == os.path.join(INSTANT, "trees_search.yaml")
     text = open(os.path.join(out, "report.md")).read()
     for heading in ("## Accuracy", "## Searched architecture", "## Cost of the backbones",
                     "## Stage wall times", "## Plots"):

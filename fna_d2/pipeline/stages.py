@@ -25,10 +25,10 @@ from detectron2.config import CfgNode
 
 from ..arch import load_arch, save_arch, to_authors_format
 from ..errors import ArchError, ConfigError, PipelineError
-from ..modeling.backbones import check_macro_structure
+from ..modeling import check_macro_structure
 from ..remap import resolve_seed_uri
 from ..report import write_report_files
-from ..seeds_arch import seed_arch
+from ..arch import seed_arch
 from ..tasks import task_of
 from ..utils import read_json, text_sha256, write_text
 from .manifest import config_digest, write_stage_json
@@ -127,7 +127,8 @@ class TrainStage(PipelineStage):
     def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
         cfg = pipe.stage_cfg(self.name)
         write_text(os.path.join(spec.dir, "config.yaml"), cfg.dump())
-        pipe.launch(train_worker, cfg, os.path.join(spec.dir, "train_eval.json"), pipe.threads)
+        pipe.launch(train_worker, cfg, os.path.join(spec.dir, "train_eval.json"), pipe.threads,
+                    pipe.config_files[self.name])
         return {"config_file": pipe.config_files[self.name]}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -38,12 +38,14 @@ def _setup_worker(cfg: CfgNode, threads: int) -> None:
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
 
 
-def train_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
+def train_worker(cfg: CfgNode, result_path: str, threads: int = 0,
+                 config_file: Optional[str] = None) -> None:
     """Train (or search) with ``cfg``, resuming from ``cfg.OUTPUT_DIR``'s last checkpoint if
-    any; rank 0 writes the trainer's final evaluation (if it ran one) to ``result_path``."""
+    any; rank 0 writes the trainer's final evaluation (if it ran one) to ``result_path``.
+    ``config_file``: the stage's config file, recorded by the search in its outputs."""
     _setup_worker(cfg, threads)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, config_file=config_file)
     trainer.resume_or_load(resume=True)
     results = trainer.train()
     if comm.is_main_process():
