@@ -106,7 +106,7 @@ def build_search(size: int, batch: int, device: str):
     data = _batch(cfg, size, batch)
     stream = _FixedStream(data)
     runner = SearchStepRunner(model, net, stream, _FixedStream(data), opt, arch_opt, table,
-                              SearchSchedule.from_config(cfg), seed=0)
+                              SearchSchedule.from_config(cfg), rng_seed=0)
     return runner, data
 
 

@@ -39,11 +39,11 @@ class RunResult:
     name: str                                   # the output directory as given
     metric: str                                 # "AP" or "mIoU"
     numbers: Dict[str, Dict[str, float]]        # stage ("adapt"/"baseline") -> metric -> value
-    seed: Optional[int] = None                  # SEED of the adapt stage's config
+    rng_seed: Optional[int] = None                  # SEED of the adapt stage's config
     arch_sha: Optional[str] = None              # sha256 (12 hex) of derive/arch.json
 
 
-def _seed_of(config_yaml: str) -> Optional[int]:
+def _rng_seed_of(config_yaml: str) -> Optional[int]:
     """Top-level ``SEED`` of a dumped detectron2 config, read without building the config."""
     if not os.path.isfile(config_yaml):
         return None
@@ -80,7 +80,7 @@ def load_run(out_dir: str) -> RunResult:
     arch = os.path.join(out_dir, "derive", "arch.json")
     sha = file_sha256(arch)[:12] if os.path.isfile(arch) else None
     return RunResult(name=out_dir, metric=metrics.pop(), numbers=numbers,
-                     seed=_seed_of(os.path.join(out_dir, SEARCHED, "config.yaml")), arch_sha=sha)
+                     rng_seed=_rng_seed_of(os.path.join(out_dir, SEARCHED, "config.yaml")), arch_sha=sha)
 
 
 # two-sided 95% quantiles of Student's t, df = 1..30 (standard tables); 1.960 beyond
@@ -161,7 +161,7 @@ def write_comparison(path: str, runs: Sequence[RunResult], plot: bool = True) ->
              "|---|---|---|" + "---|" * (2 * len(keys))]
     for r in runs:
         cells = [fmt_number(r.numbers.get(s, {}).get(k)) for s in (SEARCHED, SEED) for k in keys]
-        lines.append(f"| `{r.name}` | {r.seed if r.seed is not None else '?'} | "
+        lines.append(f"| `{r.name}` | {r.rng_seed if r.rng_seed is not None else '?'} | "
                      f"{r.arch_sha or 'n/a'} | " + " | ".join(cells) + " |")
     lines += ["", f"| network | {key} (mean +- std) | runs |", "|---|---|---|"]
     for s in (SEARCHED, SEED):

@@ -31,7 +31,7 @@ def test_summary_matches_the_statistics_module(tmp_path):
     adapt, base = [7.86, 6.49, 8.10], [10.31, 9.03, 8.00]
     runs = [load_run(_run_dir(tmp_path, f"r{i}", a, b, seed=i))
             for i, (a, b) in enumerate(zip(adapt, base))]
-    assert [r.seed for r in runs] == [0, 1, 2]
+    assert [r.rng_seed for r in runs] == [0, 1, 2]
     s = summarize(runs)
     # by hand: mean 22.45 / 3; squared deviations 0.1419 + 0.9867 + 0.3803 over n - 1 = 2
     assert s["adapt"]["mean"] == pytest.approx(7.4833, abs=1e-4)
@@ -81,7 +81,7 @@ def test_report_lists_every_run_and_draws_a_png(tmp_path):
     assert "different architectures" in text
     assert "| FNA (searched) AP | FNA (searched) AP50 | MobileNetV2 (seed) AP |" in text
     for r in runs:
-        assert f"| `{r.name}` | {r.seed} |" in text
+        assert f"| `{r.name}` | {r.rng_seed} |" in text
     with open(str(tmp_path / "out" / "cmp.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

@@ -312,7 +312,7 @@ def test_compare_reads_the_pipeline_output(trees_run, tmp_path):
     results = json.load(open(os.path.join(out, "evaluate", "results.json")))
     assert run.metric == "AP"
     assert run.numbers == {s: results[s]["numbers"] for s in ("adapt", "baseline")}
-    assert run.seed == get_fna_cfg(os.path.join(INSTANT, "trees_adapt.yaml")).SEED
+    assert run.rng_seed == get_fna_cfg(os.path.join(INSTANT, "trees_adapt.yaml")).SEED
     with open(os.path.join(out, "derive", "arch.json"), "rb") as f:
         assert run.arch_sha == hashlib.sha256(f.read()).hexdigest()[:12]
     diff = summarize([run, run])["difference"]

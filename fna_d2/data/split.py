@@ -1,7 +1,7 @@
 """The search's arch/weight split of the training set (FNA sec. 5: one part drives alpha, the
 other the weights; the validation set is never used).
 
-The split is a pure function of ``(n, arch_fraction, seed)`` (:func:`split_indices`, NumPy's
+The split is a pure function of ``(n, arch_fraction, rng_seed)`` (:func:`split_indices`, NumPy's
 legacy ``RandomState``, whose streams are frozen across NumPy versions), and is recorded in
 ``OUTPUT_DIR/search_split.json`` together with a hash of the image ids so that a resumed search
 can check that it sees the same data in the same order. Works with the dicts of any registered
@@ -25,10 +25,10 @@ __all__ = ["SplitError", "DataSplit", "split_indices", "image_ids_hash", "make_s
 SPLIT_FORMAT = "fna_d2.search_split"
 
 
-def split_indices(n: int, arch_fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+def split_indices(n: int, arch_fraction: float, rng_seed: int) -> Tuple[List[int], List[int]]:
     """Split ``range(n)`` into ``(arch_idx, weight_idx)``, both sorted and disjoint.
 
-    ``round(n * arch_fraction)`` indices, drawn by a permutation seeded with ``seed``, go to the
+    ``round(n * arch_fraction)`` indices, drawn by a permutation seeded with ``rng_seed``, go to the
     arch half. Raises :class:`SplitError` if either half would be empty."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise SplitError(f"number of images must be a non-negative integer, got {n!r}")
@@ -40,7 +40,7 @@ def split_indices(n: int, arch_fraction: float, seed: int) -> Tuple[List[int], L
         raise SplitError(
             f"MODEL.FNA.SEARCH.ARCH_SPLIT={arch_fraction} of {n} training images leaves the "
             f"{empty} half empty; use a fraction closer to 0.5 or more training images")
-    perm = np.random.RandomState(int(seed) % (2 ** 32)).permutation(n)
+    perm = np.random.RandomState(int(rng_seed) % (2 ** 32)).permutation(n)
     return sorted(int(i) for i in perm[:n_arch]), sorted(int(i) for i in perm[n_arch:])
 
 
@@ -70,7 +70,7 @@ class DataSplit:
     dataset_names: Tuple[str, ...]
     num_images: int
     arch_fraction: float
-    seed: int
+    rng_seed: int
     image_ids_sha256: str
     arch_idx: Tuple[int, ...]
     weight_idx: Tuple[int, ...]
@@ -91,7 +91,7 @@ class DataSplit:
             "num_arch": len(self.arch_idx),
             "num_weight": len(self.weight_idx),
             "arch_fraction": self.arch_fraction,
-            "seed": self.seed,
+            "seed": self.rng_seed,
             "image_ids_sha256": self.image_ids_sha256,
             "arch_indices_sha256": _indices_hash(self.arch_idx),
             "fingerprint": self.fingerprint,
@@ -99,10 +99,10 @@ class DataSplit:
 
 
 def make_split(dataset_dicts: Sequence[Dict[str, Any]], dataset_names: Sequence[str],
-               arch_fraction: float, seed: int) -> DataSplit:
+               arch_fraction: float, rng_seed: int) -> DataSplit:
     """Split the (concatenated) dicts of ``dataset_names``; see :func:`split_indices`."""
-    arch_idx, weight_idx = split_indices(len(dataset_dicts), arch_fraction, seed)
-    return DataSplit(tuple(dataset_names), len(dataset_dicts), float(arch_fraction), int(seed),
+    arch_idx, weight_idx = split_indices(len(dataset_dicts), arch_fraction, rng_seed)
+    return DataSplit(tuple(dataset_names), len(dataset_dicts), float(arch_fraction), int(rng_seed),
                      image_ids_hash(dataset_dicts), tuple(arch_idx), tuple(weight_idx))
 
 

@@ -64,7 +64,7 @@ class SearchStepRunner(SimpleTrainer):
     def __init__(self, model: nn.Module, net: nn.Module, weight_stream: DataStream,
                  arch_stream: DataStream, optimizer: torch.optim.Optimizer,
                  arch_optimizer: torch.optim.Optimizer, cost_table: Sequence[Sequence[float]],
-                 schedule: SearchSchedule, seed: int, split_fingerprint: str = "") -> None:
+                 schedule: SearchSchedule, rng_seed: int, split_fingerprint: str = "") -> None:
         super().__init__(model, weight_stream.loader, optimizer)
         self.net = net
         self.alphas = list(net.arch_parameters())
@@ -74,9 +74,9 @@ class SearchStepRunner(SimpleTrainer):
         self.arch_optimizer = arch_optimizer
         self.cost_table = [list(map(float, row)) for row in cost_table]
         self.schedule = schedule
-        self.seed = int(seed)
+        self.rng_seed = int(rng_seed)
         self.generator = torch.Generator()
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(self.rng_seed)
         self.split_fingerprint = split_fingerprint
         self.recent_paths: deque = deque(maxlen=1000)  # (iteration, mode, path) of weight steps
         self.path_mismatches = 0
@@ -154,10 +154,10 @@ class SearchStepRunner(SimpleTrainer):
     @contextmanager
     def _reproducible(self) -> Iterator[None]:
         """Make the iteration a function of the checkpointed state: in-model randomness
-        (dropout, sampling) is seeded from (seed, iteration, rank), and TorchScript functions
+        (dropout, sampling) is seeded from (rng_seed, iteration, rank), and TorchScript functions
         (RetinaNet's focal loss) run unoptimised, since the profiling executor re-optimises
         them after warm-up calls and changes their results in the last bits."""
-        torch.manual_seed(mix_seed(self.seed, "iteration", self.iter, comm.get_rank()))
+        torch.manual_seed(mix_seed(self.rng_seed, "iteration", self.iter, comm.get_rank()))
         with torch.jit.optimized_execution(False):
             yield
 

@@ -41,20 +41,20 @@ def mix_seed(*parts: Any) -> int:
 class StreamSampler(Sampler):
     """Infinite shuffled stream of ``(position, index)`` over ``range(size)``.
 
-    Epoch ``e`` is ``randperm(size)`` seeded by ``(seed, e)``, so any position can be reached
+    Epoch ``e`` is ``randperm(size)`` seeded by ``(rng_seed, e)``, so any position can be reached
     without replaying the stream. Rank ``r`` of ``w`` takes global positions ``r, r + w, ...``
     starting after ``start`` of its own samples (set before iterating, e.g. on resume)."""
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, rng_seed: int) -> None:
         if size <= 0:
             raise ValueError(f"StreamSampler needs a non-empty dataset, got size {size}")
-        self.size, self.seed = int(size), int(seed)
+        self.size, self.rng_seed = int(size), int(rng_seed)
         self.rank, self.world = comm.get_rank(), comm.get_world_size()
         self.start = 0
 
     def _perm(self, epoch: int) -> List[int]:
         g = torch.Generator()
-        g.manual_seed(mix_seed(self.seed, "epoch", epoch))
+        g.manual_seed(mix_seed(self.rng_seed, "epoch", epoch))
         return torch.randperm(self.size, generator=g).tolist()
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
@@ -70,10 +70,10 @@ class StreamSampler(Sampler):
 
 class SeededMapDataset(Dataset):
     """``mapper(dicts[index])`` for keys ``(position, index)``, with NumPy's global RNG (used
-    by detectron2's augmentations) seeded from ``(seed, position)`` during the call."""
+    by detectron2's augmentations) seeded from ``(rng_seed, position)`` during the call."""
 
-    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, seed: int) -> None:
-        self.dicts, self.mapper, self.seed = list(dicts), mapper, int(seed)
+    def __init__(self, dicts: Sequence[Dict[str, Any]], mapper, rng_seed: int) -> None:
+        self.dicts, self.mapper, self.rng_seed = list(dicts), mapper, int(rng_seed)
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -81,7 +81,7 @@ class SeededMapDataset(Dataset):
     def __getitem__(self, key: Tuple[int, int]) -> Dict[str, Any]:
         pos, index = key
         state = np.random.get_state()
-        np.random.seed(mix_seed(self.seed, "sample", pos) % (2 ** 32))
+        np.random.seed(mix_seed(self.rng_seed, "sample", pos) % (2 ** 32))
         try:
             out = self.mapper(self.dicts[index])
         finally:
@@ -96,13 +96,13 @@ class DataStream:
     """A batched loader over one half of the split that knows how many batches it has given
     out (its checkpointable position)."""
 
-    def __init__(self, name: str, dicts: Sequence[Dict[str, Any]], mapper, seed: int,
+    def __init__(self, name: str, dicts: Sequence[Dict[str, Any]], mapper, rng_seed: int,
                  total_batch_size: int, num_workers: int) -> None:
         self.name = name
-        self.sampler = StreamSampler(len(dicts), mix_seed(seed, name))
+        self.sampler = StreamSampler(len(dicts), mix_seed(rng_seed, name))
         self.batch_size = total_batch_size // comm.get_world_size()
         self.loader = build_batch_data_loader(
-            SeededMapDataset(dicts, mapper, mix_seed(seed, name, "aug")), self.sampler,
+            SeededMapDataset(dicts, mapper, mix_seed(rng_seed, name, "aug")), self.sampler,
             total_batch_size, aspect_ratio_grouping=False, num_workers=num_workers)
         self.consumed = 0
         self._it: Optional[Iterator] = None
@@ -131,8 +131,8 @@ def build_search_streams(cfg: CfgNode) -> Tuple[DataSplit, DataStream, DataStrea
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     split = make_split(dicts, cfg.DATASETS.TRAIN, s.ARCH_SPLIT, s.SEED)
     logger.info(f"search split of {split.num_images} images: {len(split.arch_idx)} drive "
-                f"alpha, {len(split.weight_idx)} the weights (seed {split.seed})")
-    kw = dict(seed=s.SEED, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+                f"alpha, {len(split.weight_idx)} the weights (seed {split.rng_seed})")
+    kw = dict(rng_seed=s.SEED, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
               num_workers=cfg.DATALOADER.NUM_WORKERS)
     weight = DataStream("weight", [dicts[i] for i in split.weight_idx],
                         train_mapper(cfg, augment=True), **kw)
