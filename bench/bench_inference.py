@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from fna_d2.arch import fna_retinanet_arch, load_arch, mobilenetv2_arch, save_arch  # noqa: E402
 from fna_d2.cost import arch_cost, detectron2_model_cost, paper_retinanet_cfg  # noqa: E402
-from fna_d2.modeling.backbones import DerivedNet  # noqa: E402
+from fna_d2.modeling import DerivedNet  # noqa: E402
 from fna_d2.utils import pyplot  # noqa: E402
 
 NAME = "inference"

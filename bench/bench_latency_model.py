@@ -21,7 +21,7 @@ The two need separate processes (the setting is process-wide and irreversible), 
 
 Two clocks. ``wall``: the library exactly as shipped (``time.perf_counter``). ``cpu``: the same
 library code (table layout, op building, calibration, fixed part, prediction) with
-``fna_d2.latency.time_module`` swapped for one that reads the process CPU time; with 1 thread
+``fna_d2.latency.timing.time_module`` swapped for one that reads the process CPU time; with 1 thread
 that is the compute time, which other processes on a shared machine cannot inflate. Wall time
 can: an op of 0.5 ms usually runs inside one scheduler time slice (its median is clean) while
 a 40 ms network is preempted whenever the cores are oversubscribed. The CPU clock is the
@@ -50,7 +50,7 @@ import torch  # noqa: E402
 import fna_d2.latency as L  # noqa: E402
 from fna_d2.arch import detection_space  # noqa: E402
 from fna_d2.latency import spearman  # noqa: E402
-from fna_d2.modeling.backbones import DerivedNet  # noqa: E402
+from fna_d2.modeling import DerivedNet  # noqa: E402
 from fna_d2.utils import pyplot  # noqa: E402
 
 NAME = "latency_model"
@@ -96,9 +96,9 @@ def run_pass(space, archs, size, repeats: int, threads: int, path: str, clock: s
     """One pass: build the table (with its calibration) afresh and predict the ``archs``."""
     if os.path.exists(path):
         os.remove(path)  # measure afresh in every pass
-    original = L.time_module
+    original = L.timing.time_module  # every measurement looks it up there at call time
     if clock == "cpu":
-        L.time_module = cpu_time_module
+        L.timing.time_module = cpu_time_module
     try:
         t0 = time.perf_counter()
         lt = L.get_latency_table(space, size, path=path, repeats=repeats, threads=threads,
@@ -107,7 +107,7 @@ def run_pass(space, archs, size, repeats: int, threads: int, path: str, clock: s
         res = L.predict_vs_measured(archs, lt, space, size, repeats=repeats, threads=threads,
                                     tune_malloc=tune)
     finally:
-        L.time_module = original
+        L.timing.time_module = original
     res["table_time_s"] = t_table
     res["table"] = lt.raw
     res["calibration"] = lt.calibration

@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+from fna_d2.pipeline import STAGES  # noqa: E402
 from fna_d2.utils import pyplot, read_json  # noqa: E402
 
 NAME = "pipeline"
-STAGES = ("search", "derive", "adapt", "baseline", "evaluate", "report")
 ROOTS = ("output/demo/trees", "output/bench/demo_trees")
 PIPELINE_CONFIG = "configs/demo/trees_pipeline.yaml"
 #: what the README promises for the demo pipeline

@@ -102,7 +102,7 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.FNA.SEARCH.LATENCY_REPEATS = 10
     # Torch threads while timing the latency table (0: the current setting; 1: mobile-like).
     _C.MODEL.FNA.SEARCH.LATENCY_THREADS = 0
-    # glibc malloc mmap/trim thresholds at 1 GiB (process-wide) when timing latency (latency.py).
+    # glibc malloc mmap/trim thresholds at 1 GiB (process-wide) when timing latency (fna_d2.latency.malloc).
     _C.MODEL.FNA.SEARCH.LATENCY_TUNE_MALLOC = True
     # Weight-only iterations on uniformly sampled paths before alternation starts.
     _C.MODEL.FNA.SEARCH.WARMUP_ITERS = 1000

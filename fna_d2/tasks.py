@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Tuple
 
 from detectron2.config import CfgNode
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 
 __all__ = ["is_semantic", "task_of", "NET_NAMES", "TASK_METRICS"]
 
@@ -17,8 +18,6 @@ TASK_METRICS = {"detection": "AP", "segmentation": "mIoU"}
 def is_semantic(cfg: CfgNode) -> bool:
     """True for semantic segmentation meta-architectures: ``SemanticSegmentor`` and any
     registered subclass of it (e.g. fna_d2's sliding-window ``FNASemanticSegmentor``)."""
-    from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
-
     try:
         arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     except KeyError:  # not registered: build_model would fail anyway

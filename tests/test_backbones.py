@@ -16,7 +16,7 @@ from fna_d2.arch import (SKIP, Arch, ArchError, Stage, detection_space, fna_reti
 from fna_d2.config import add_fna_config
 from fna_d2.modeling import (DerivedNet, MBConv, MixedOp, MobileNetV2Seed, SuperNet, build_op,
                              find_supernet)
-from fna_d2.seeds_arch import efficientnet_lite0_arch
+from fna_d2.arch import efficientnet_lite0_arch
 
 ALL = ["c2", "c3", "c4", "c5"]
 

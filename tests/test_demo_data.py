@@ -159,9 +159,11 @@ def test_tree_detectron2_records_and_metadata(trees_dir: str) -> None:
 
 def test_coco_evaluator_constructs(trees_dir: str) -> None:
     from detectron2.evaluation import COCOEvaluator
+    from pycocotools.coco import COCO
 
-    ev = COCOEvaluator("fna_trees_val", output_dir=None)
-    assert len(ev._coco_api.getImgIds()) == TREE_COUNTS["val"][0]
+    COCOEvaluator("fna_trees_val", output_dir=None)  # finds and reads the dataset's json
+    coco = COCO(MetadataCatalog.get("fna_trees_val").json_file)
+    assert len(coco.getImgIds()) == TREE_COUNTS["val"][0]
 
 
 # ----------------------------------------------------------------------------------------- nuclei

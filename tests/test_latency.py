@@ -154,7 +154,7 @@ def test_search_uses_the_latency_table(tmp_path, monkeypatch, tune):
     assert trainer.cost_table == [[v * scale for v in row] for row in doc["table"]]
     assert trainer.madds_table != trainer.cost_table
     assert doc["device"]["threads"] == 1
-    assert float(trainer._trainer.expected_cost().detach()) > 0
+    assert float(trainer.runner.expected_cost().detach()) > 0
     cfg.MODEL.FNA.SEARCH.COST_INPUT_SIZE = (64, 64)
     with pytest.raises(LatencyTableError, match="another search space or input size"):
         build_trainer(cfg)

@@ -14,7 +14,7 @@ from fna_d2 import remap as R
 from fna_d2 import seeds
 from fna_d2.arch import (Arch, Stage, detection_space, fna_retinanet_arch, mobilenetv2_arch)
 from fna_d2.modeling import DerivedNet, SuperNet
-from fna_d2.seeds_arch import efficientnet_lite0_arch
+from fna_d2.arch import efficientnet_lite0_arch
 
 MBV2_DEPTHS = (1, 2, 3, 4, 3, 3, 1)
 

@@ -121,7 +121,7 @@ def _reading(r: Optional[Dict[str, Any]], rt: Optional[Dict[str, Any]], clock: s
     reading.append(
         "For the search the scale does not matter: its cost loss is LAMBDA x log(COST_SCALE x "
         "E) / log(TAU) with E the softmax-weighted sum of the table entries "
-        "(`fna_d2/engine/search.py`), so a constant factor adds log(scale) and leaves every "
+        "(`fna_d2/engine/search/step.py`), so a constant factor adds log(scale) and leaves every "
         "architecture gradient unchanged; what matters there is the rank correlation, which the "
         "allocator setting decides. The scale makes the table's milliseconds (the logged "
         "expected cost, `searchable_latency_ms`) those of whole networks.")

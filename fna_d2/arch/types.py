@@ -5,7 +5,7 @@ output widths, the stride and dilation of its first layer, and one op name per l
 (``k{3,5,7}_e{1,3,6}`` or ``skip``, :mod:`.opnames`). A :class:`SearchSpace` has the same macro
 structure with a tuple of candidate op names per layer. Stage 0 is the fixed ``32->16 k3_e1``
 block of MobileNetV2; it is part of every architecture so that seed, super network and derived
-network share one structure (and one parameter naming, see :mod:`fna_d2.modeling.backbones`).
+network share one structure (and one parameter naming, see :mod:`fna_d2.modeling`).
 
 :meth:`Arch.to_dict` / :meth:`Arch.from_dict` are the versioned JSON document
 (``{"format": "fna_d2.arch", "version": 1, ...}``) that :mod:`.files` reads and writes.

@@ -3,9 +3,6 @@ search's MAdds table and its expectation), per built model with forward hooks
 (:mod:`.counting`, the counting convention that reproduces the paper's RetinaNet table), and
 the ``python -m fna_d2.cost`` command (:mod:`.cli`). The search's latency table is
 :mod:`fna_d2.latency`'s."""
-# redesign shim: removed after merge (bench/bench_inference.py imports cost._build)
-from detectron2.modeling import build_model as _build  # noqa: F401
-
 from .analytic import Cost, arch_cost, conv_out_size, expected_cost, op_cost, op_cost_table
 from .cli import PAPER_RETINANET, main, paper_retinanet_cfg
 from .counting import detectron2_model_cost, model_cost

@@ -29,13 +29,13 @@ command line of ``python datasets/prepare_nuclei_demo.py [--root DIR] [--src DIR
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
+from ..utils import write_json
 from .builder import atomic_build, datasets_root, run_prepare_cli
 
 NAME = "fna_nuclei"
@@ -156,8 +156,7 @@ def build_nuclei_demo(out_dir: str, src_dir: Optional[str] = None) -> Dict[str, 
                    "files": ["stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif"]},
         "licence": LICENCE,
     })
-    with open(os.path.join(out_dir, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=1)
+    write_json(os.path.join(out_dir, "stats.json"), stats, indent=1)
     return stats
 
 

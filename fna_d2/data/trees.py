@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..utils import file_sha256
+from ..utils import file_sha256, write_json
 from .builder import atomic_build, datasets_root, run_prepare_cli
 
 NAME = "fna_trees"
@@ -230,8 +230,7 @@ def build_tree_demo(out_dir: str, src_dir: Optional[str] = None, tile: int = TIL
         "licence": LICENCE,
     })
     # stats.json is written last: its presence with the right build_version marks a full build.
-    with open(os.path.join(out_dir, "stats.json"), "w") as f:
-        json.dump(stats, f, indent=1)
+    write_json(os.path.join(out_dir, "stats.json"), stats, indent=1)
     return stats
 
 

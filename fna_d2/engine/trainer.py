@@ -37,8 +37,6 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import FNACheckpointer
 from ..modeling.sliding_window import check_sliding_window_meta_arch
-# is_semantic is also re-exported here for tests/test_sliding_window.py
-# (redesign shim: removed after merge; import it from fna_d2.tasks)
 from ..tasks import is_semantic
 from ..utils import unwrap_model
 from .data import check_datasets, load_sem_seg_gt, train_mapper

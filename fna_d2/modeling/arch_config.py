@@ -10,7 +10,7 @@ from detectron2.layers import ShapeSpec
 
 from ..arch import (Arch, ArchError, SearchSpace, detection_space, load_arch, segmentation_space,
                     space_from_seed)
-from ..seeds_arch import seed_arch
+from ..arch import seed_arch
 
 __all__ = ["backbone_kwargs", "check_macro_structure", "arch_from_config",
            "space_from_config"]

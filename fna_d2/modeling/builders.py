@@ -7,7 +7,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from ..seeds_arch import seed_arch
+from ..arch import seed_arch
 from .arch_config import backbone_kwargs
 from .derived import DerivedNet
 from .seed import MobileNetV2Seed

@@ -140,10 +140,7 @@ class SuperNet(StagedBackbone):
 
     def path_arch(self, path: Sequence[int], meta: Optional[dict] = None) -> Arch:
         """The :class:`Arch` of ``path`` (skips not moved)."""
-        ops = iter(path)
-        choices = [[next(ops) if len(c) > 1 else 0 for c in st.candidates]
-                   for st in self.space.stages]
-        return self.space.arch_from_choices(choices, meta)
+        return self.space.arch_from_path(path, meta)
 
     def derive(self) -> Arch:
         """Per-layer argmax of alpha (skips not moved)."""

@@ -16,8 +16,6 @@ splitting), :mod:`.workers` (train/eval processes through detectron2's ``launch`
 shows), :mod:`.cli` (the command line).
 """
 from ..errors import PipelineError
-from ..tasks import NET_NAMES  # noqa: F401  # redesign shim: removed after merge
-from ..utils import file_sha256, text_sha256  # noqa: F401  # redesign shim: removed after merge
 from .cli import main, parse_args
 from .core import Pipeline
 from .manifest import MANIFEST

@@ -22,8 +22,8 @@ from detectron2.config import CfgNode
 from ..arch import load_arch
 from ..config import get_fna_cfg
 from ..errors import ConfigError, PipelineError
-from ..modeling.backbones import check_macro_structure
-from ..seeds_arch import seed_arch
+from ..modeling import check_macro_structure
+from ..arch import seed_arch
 from . import manifest as mf
 from .overrides import split_opts
 from .stages import STAGE_BY_NAME, STAGE_TABLE, TRAINED, StageSpec, TrainStage

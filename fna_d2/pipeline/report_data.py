@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Dict, Optional
 
 from ..arch import SKIP, Arch, load_arch
 from ..report import ReportData, pipeline_notes
-from ..seeds_arch import seed_arch
+from ..arch import seed_arch
 from ..tasks import NET_NAMES, task_of
 from ..utils import read_json
 from .measure import measure_nets, measurement_configs

@@ -15,13 +15,11 @@ Two steps, both free of ``nn.Module`` s:
    :class:`RemapReport` (:mod:`.report`).
 
 Seed files and ``fna_d2://`` URIs live in :mod:`fna_d2.seeds`; :func:`load_seed_file`,
-:func:`resolve_seed_uri` and :func:`unwrap_state_dict` are re-exported here, as is the
-EfficientNet-Lite0 seed's architecture (:func:`efficientnet_lite0_arch`).
+:func:`resolve_seed_uri` and :func:`unwrap_state_dict` are re-exported here.
 """
 from ..errors import RemapError
 from ..seeds.files import unwrap_state_dict
 from ..seeds.uri import load_seed_file, resolve_seed_uri
-from ..seeds_arch import efficientnet_lite0_arch
 from .canonical import from_canonical, to_canonical
 from .core import BN_PARAMS, remap
 from .infer import infer_arch
@@ -52,5 +50,4 @@ __all__ = [
     "remap",
     "load_seed_file",
     "resolve_seed_uri",
-    "efficientnet_lite0_arch",
 ]

@@ -17,29 +17,10 @@ def _tmp_name(path: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w", opener: Any = open) -> Iterator[IO]:
-    """Open a temporary file for writing; on a clean exit it replaces ``path``, on an
-    exception it is removed and ``path`` is untouched. Parent folders are created.
-    ``opener(name, mode)``: e.g. detectron2's ``PathManager.open``; the rename is local."""
-    if "r" in mode or "a" in mode or "+" in mode:
-        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not supported")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _tmp_name(path)
-    kwargs = {} if "b" in mode or opener is not open else {"encoding": "utf-8"}
-    try:
-        with opener(tmp, mode, **kwargs) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary path beside ``path`` for writers that take a file name (e.g. a figure's
-    ``savefig``): renamed over ``path`` on a clean exit, removed on an exception."""
+    ``savefig``): renamed over ``path`` on a clean exit, removed on an exception. Parent
+    folders are created."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _tmp_name(path)
     try:
@@ -49,6 +30,19 @@ def atomic_path(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", opener: Any = open) -> Iterator[IO]:
+    """Open a temporary file for writing; on a clean exit it replaces ``path``, on an
+    exception it is removed and ``path`` is untouched. Parent folders are created.
+    ``opener(name, mode)``: e.g. detectron2's ``PathManager.open``; the rename is local."""
+    if "r" in mode or "a" in mode or "+" in mode:
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not supported")
+    kwargs = {} if "b" in mode or opener is not open else {"encoding": "utf-8"}
+    with atomic_path(path) as tmp:
+        with opener(tmp, mode, **kwargs) as f:
+            yield f
 
 
 def write_text(path: str, text: str) -> str:
