@@ -1,11 +1,12 @@
 """The package's layout rules, checked on the source: no fna_d2 module over ~400 lines, no
-import cycle between fna_d2 modules (imports inside functions count too), every domain error
-derives from FNAError, and the tests use public names only."""
+import cycle between fna_d2 modules (imports inside functions count too), dependencies in the
+direction of docs/design.md (e.g. the report never reaches the pipeline, seeds never reach
+remap, the adaptation trainer never reaches the search), every error class in fna_d2.errors,
+and the tests use public names only."""
 import ast
 import os
 import re
 
-import pytest
 
 import fna_d2
 import fna_d2.errors
@@ -89,6 +90,53 @@ def test_no_import_cycles():
         if n not in state:
             visit(n, [])
     assert cycles == []
+
+
+def _reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for d in graph[todo.pop()]:
+            if d not in seen:
+                seen.add(d)
+                todo.append(d)
+    return seen
+
+
+# (modules, prefixes they must never reach, directly or through others): the direction of the
+# house (docs/design.md). Leaves import nothing of fna_d2 but the leaves below them.
+ONE_WAY = [
+    (("fna_d2.errors",), ("fna_d2.",)),
+    (("fna_d2.utils",), ("fna_d2.",)),
+    (("fna_d2.tasks",), ("fna_d2.",)),
+    (("fna_d2.arch",), ("fna_d2.modeling", "fna_d2.remap", "fna_d2.cost", "fna_d2.latency",
+                        "fna_d2.engine", "fna_d2.pipeline", "fna_d2.report", "fna_d2.seeds")),
+    (("fna_d2.modeling",), ("fna_d2.engine", "fna_d2.pipeline", "fna_d2.cost", "fna_d2.latency",
+                            "fna_d2.remap", "fna_d2.report", "fna_d2.checkpoint")),
+    (("fna_d2.seeds",), ("fna_d2.remap", "fna_d2.engine", "fna_d2.pipeline")),
+    (("fna_d2.remap", "fna_d2.cost", "fna_d2.latency"), ("fna_d2.engine", "fna_d2.pipeline",
+                                                         "fna_d2.report")),
+    (("fna_d2.engine.trainer", "fna_d2.engine.data", "fna_d2.engine.ddp"),
+     ("fna_d2.engine.search", "fna_d2.engine.launch", "fna_d2.pipeline")),
+    (("fna_d2.engine",), ("fna_d2.pipeline", "fna_d2.report")),
+    (("fna_d2.report",), ("fna_d2.pipeline", "fna_d2.engine")),
+]
+
+
+def test_dependencies_run_one_way():
+    graph = {n: {d for d in _imports(n, p) if not n.startswith(d + ".")}
+             for n, p in MODULES.items()}
+    wrong = []
+    for sources, banned in ONE_WAY:
+        for n in graph:
+            if not any(n == s or n.startswith(s + ".") for s in sources):
+                continue
+            for d in sorted(_reachable(graph, n)):
+                own = any(d == s or d.startswith(s + ".") for s in sources)
+                if not own and any(d == b.rstrip(".") or d.startswith(b if b.endswith(".")
+                                                                      else b + ".") or d == b
+                                   for b in banned):
+                    wrong.append(f"{n} -> {d}")
+    assert wrong == []
 
 
 def test_every_exception_class_of_the_package_derives_from_fnaerror():

@@ -2,8 +2,6 @@
 rules, ablation strategies, seed layout adapters and error messages."""
 import random
 import re
-import subprocess
-import sys
 from collections import OrderedDict
 
 import pytest
@@ -521,15 +519,3 @@ def test_public_api_and_seed_names_reexported():
     with pytest.raises(R.RemapError, match="fna_d2://keras_mobilenetv2, "
                                            "fna_d2://efficientnet_lite0, or a file path"):
         R.resolve_seed_uri("fna_d2://resnet50")
-
-
-def test_seeds_never_import_remap():
-    """The import direction is remap -> seeds: loading every seeds module leaves fna_d2.remap
-    unimported (a fresh interpreter, so nothing else imported it first)."""
-    code = ("import sys, fna_d2.seeds.uri, fna_d2.seeds.files, fna_d2.seeds.keras_mobilenetv2, "
-            "fna_d2.seeds.efficientnet_lite0, fna_d2.seeds as s\n"
-            "[getattr(s, n) for n in s.__all__]\n"
-            "print(sorted(m for m in sys.modules if m.startswith('fna_d2.remap')))")
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"

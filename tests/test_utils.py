@@ -6,7 +6,6 @@ import os
 import statistics
 
 import pytest
-import torch
 from torch import nn
 
 import fna_d2.errors as errors
