@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from detectron2.engine import create_ddp_model
-from detectron2.utils import comm
+
+from ..utils.collectives import all_reduce_mean_
 
 __all__ = ["ddp_model", "average_bn_buffers"]
 
@@ -23,12 +23,9 @@ def ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
 
 
 def average_bn_buffers(model: nn.Module) -> None:
-    """All-reduce (mean) BN running statistics so every rank keeps the same ones."""
-    if comm.get_world_size() == 1:
-        return
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            for buf in (m.running_mean, m.running_var):
-                if buf is not None:
-                    torch.distributed.all_reduce(buf)
-                    buf.div_(comm.get_world_size())
+    """All-reduce (mean) BN running statistics so every rank keeps the same ones, where the
+    buffers live (CPU buffers through the gloo control group, CUDA ones through the default
+    group: :func:`fna_d2.utils.collectives.all_reduce_mean_`)."""
+    all_reduce_mean_([buf for m in model.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                      for buf in (m.running_mean, m.running_var) if buf is not None])

@@ -34,6 +34,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ...cost import expected_cost
+from ...utils.collectives import broadcast_object
 from ...utils.freeze import frozen, frozen_bn_statistics
 from .config import SearchSchedule
 from .diagnostics import AlphaStats, alpha_stats, collapse_flags, collapse_warning
@@ -140,9 +141,7 @@ class SearchStepRunner(SimpleTrainer):
         """Sample with the shared generator (same draws on every rank); rank 0's path wins."""
         path = self.net.sample_path(mode, self.generator)
         if comm.get_world_size() > 1:
-            t = torch.tensor(path, dtype=torch.int64)
-            torch.distributed.broadcast(t, src=0)
-            agreed = t.tolist()
+            agreed = [int(i) for i in broadcast_object(list(path), src=0)]
             if agreed != path:
                 self.path_mismatches += 1
                 logger.warning(f"rank {comm.get_rank()} sampled {path} but rank 0 sampled "
@@ -206,10 +205,7 @@ class SearchStepRunner(SimpleTrainer):
         if not skip_heavy:
             self.last_healthy = (done, list(stats.argmax))
         stop = collapsed and s.stop_on_collapse
-        if comm.get_world_size() > 1:  # every rank must leave the loop together
-            t = torch.tensor([int(stop)])
-            torch.distributed.broadcast(t, src=0)
-            stop = bool(t.item())
+        stop = bool(broadcast_object(bool(stop), src=0))  # every rank leaves the loop together
         if stop:
             self.stop_reason = (f"collapse at iteration {done} (skip ratio "
                                 f"{stats.skip_ratio:.2f}, skip-layer entropy "

@@ -37,6 +37,7 @@ from ...data.split import DataSplit
 from ...errors import ConfigError
 from ...latency import latency_table
 from ...modeling import find_supernet
+from ...utils.collectives import broadcast_object
 from ..data import check_datasets
 from ..ddp import ddp_model
 from ..trainer import FNATrainer
@@ -151,11 +152,7 @@ class SearchTrainer(FNATrainer):
                                   repeats=int(s.LATENCY_REPEATS),
                                   threads=int(s.LATENCY_THREADS) or None,
                                   tune_malloc=bool(s.LATENCY_TUNE_MALLOC))
-        if comm.get_world_size() > 1:
-            box = [table]
-            torch.distributed.broadcast_object_list(box, src=0)
-            table = box[0]
-        return table, madds
+        return broadcast_object(table, src=0), madds
 
     def build_hooks(self) -> List[HookBase]:
         """Timer, LR schedule, checkpoints, search outputs, writers (no evaluation, no
