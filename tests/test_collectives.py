@@ -27,7 +27,6 @@ def _helpers_worker(result_path: str) -> None:
     from detectron2.utils import comm
 
     from fna_d2.engine.ddp import average_bn_buffers
-    from fna_d2.utils.collectives import all_reduce_mean_, broadcast_object
 
     install_nccl_like()
     rank = comm.get_rank()
@@ -42,7 +41,9 @@ def _helpers_worker(result_path: str) -> None:
     with torch.no_grad():
         bn.running_mean.copy_(torch.arange(4.0) + 10 * rank)
         bn.running_var.copy_(torch.full((4,), 1.0 + rank))
-    average_bn_buffers(model)
+    average_bn_buffers(model)  # what adaptation does after recalibrating BN
+
+    from fna_d2.utils.collectives import all_reduce_mean_, broadcast_object
     pair = [torch.tensor([1.0, 2.0]) * (rank + 1), torch.tensor([3.0], dtype=torch.float64) * rank]
     all_reduce_mean_(pair)
     mine = {"rank": rank, "refused": refused,
