@@ -18,8 +18,22 @@ from fna_d2.modeling.ops import naive_sync_bn
 from _search_cfg import REPO
 
 
-def _worker(out_dir: str, result_path: str, datasets_root: str) -> None:
-    """One adaptation iteration of the COCO RetinaNet config (SyncBN) on the tree tiles."""
+#: per config: the demo data standing in for COCO / Cityscapes, and a small input
+SMALL = {
+    "fna_retinanet_adapt.yaml": [
+        "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.FNA.ARCH", "", "DATASETS.TRAIN", "('fna_trees_train',)",
+        "MODEL.RETINANET.NUM_CLASSES", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)",
+        "INPUT.MAX_SIZE_TRAIN", "128"],
+    "fna_deeplabv3_search.yaml": [
+        "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.FNA.SEARCH_DEPTHS", "[1, 1, 1, 1, 1, 1]",
+        "MODEL.FNA.SEARCH.WARMUP_ITERS", "0", "DATASETS.TRAIN", "('fna_nuclei_train',)",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "INPUT.MIN_SIZE_TRAIN", "(64, 96)",
+        "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.CROP.SIZE", "(65, 65)"],
+}
+
+
+def _worker(name: str, out_dir: str, result_path: str, datasets_root: str) -> None:
+    """One iteration of a paper config (SyncBN) on demo data, in each of 2 processes."""
     from detectron2.utils import comm
 
     from fna_d2.config import get_fna_cfg
@@ -28,13 +42,11 @@ def _worker(out_dir: str, result_path: str, datasets_root: str) -> None:
 
     torch.set_num_threads(1)  # 2 processes on 2 cores
     demo.register_demo_datasets(datasets_root)
-    cfg = get_fna_cfg(os.path.join(REPO, "configs", "fna_retinanet_adapt.yaml"), [
-        "MODEL.DEVICE", "cpu", "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.FNA.ARCH", "",
-        "DATASETS.TRAIN", "('fna_trees_train',)", "DATASETS.TEST", "()",
-        "MODEL.RETINANET.NUM_CLASSES", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-        "INPUT.MAX_SIZE_TRAIN", "128", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "1",
-        "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
-        "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", out_dir])
+    cfg = get_fna_cfg(os.path.join(REPO, "configs", name), SMALL[name] + [
+        "MODEL.DEVICE", "cpu", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "1", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
+        "MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "OUTPUT_DIR", out_dir])
     assert cfg.MODEL.FNA.NORM == "SyncBN"
     cfg.freeze()
     trainer = build_trainer(cfg)
@@ -52,11 +64,12 @@ def _worker(out_dir: str, result_path: str, datasets_root: str) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_syncbn_config_trains_on_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_syncbn_config_trains_on_two_cpu_processes(name, tmp_path):
     json_file = MetadataCatalog.get("fna_trees_train").json_file
     root = os.path.dirname(os.path.dirname(os.path.dirname(json_file)))
     result = tmp_path / "gathered.pt"
-    launch(_worker, 2, dist_url="auto", args=(str(tmp_path / "out"), str(result), root))
+    launch(_worker, 2, dist_url="auto", args=(name, str(tmp_path / "out"), str(result), root))
     r0, r1 = torch.load(result, weights_only=False)
     assert r0["iter"] == r1["iter"] == 1
     assert r0["sync"] == 0 and r0["naive"] > 0  # every SyncBN became naiveSyncBN
