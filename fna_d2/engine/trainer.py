@@ -32,13 +32,16 @@ from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as deeplab_lr_scheduler
+from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import FNACheckpointer
+from ..modeling.ops import naive_sync_bn
 from ..modeling.sliding_window import check_sliding_window_meta_arch
 from ..tasks import is_semantic
 from ..utils import unwrap_model
+from .clip import add_gradient_clipping, without_clipping
 from .data import check_datasets, load_sem_seg_gt, train_mapper
 from .ddp import average_bn_buffers, ddp_model
 
@@ -83,6 +86,30 @@ class FNATrainer(DefaultTrainer):
         ``OUTPUT_DIR``."""
         return FNACheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg, bn_data_loader=bn_data_loader,
                                **checkpointables)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        """Detectron2's model; on CPU processes of a multi-process run every ``SyncBN``
+        (``MODEL.FNA.NORM``, ``MODEL.SEM_SEG_HEAD.NORM``, ``MODEL.FPN.NORM``...) becomes
+        detectron2's ``naiveSyncBN``, with a logged note: ``nn.SyncBatchNorm`` refuses CPU
+        modules there (DDP raises "SyncBatchNorm layers only work with GPU modules")."""
+        model = super().build_model(cfg)
+        if comm.get_world_size() > 1 and torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            n = naive_sync_bn(model)
+            if n:
+                logger.warning(
+                    f"{n} SyncBN layers replaced by naiveSyncBN (detectron2's NaiveSyncBatchNorm): "
+                    f"torch's SyncBatchNorm needs GPU modules and MODEL.DEVICE is "
+                    f"{cfg.MODEL.DEVICE!r} with {comm.get_world_size()} processes. Batch "
+                    f"statistics are still averaged over all processes (each weighted equally)")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        """Detectron2's SGD with ``SOLVER.CLIP_GRADIENTS`` applied by
+        :func:`fna_d2.engine.clip.add_gradient_clipping` (which adds the paper's global-norm
+        ``CLIP_TYPE "full_model"`` to detectron2's per-tensor "norm" and "value")."""
+        return add_gradient_clipping(cfg, d2_build_optimizer(without_clipping(cfg), model))
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):

@@ -9,7 +9,8 @@ Norms: ``"BN"``, ``"SyncBN"``, ``"FrozenBN"`` (detectron2 :func:`get_norm`, with
 eps / momentum), ``"GN"`` (gcd(32, channels) groups: detectron2's fixed 32 groups do not divide
 MobileNet widths such as 16 or 24), :data:`SEARCH_BN` (``BatchNorm2d(affine=False,
 track_running_stats=False)``: the searchable layers of the super network), or a callable
-``channels -> nn.Module``.
+``channels -> nn.Module``. :func:`naive_sync_bn` turns every ``nn.SyncBatchNorm`` of a built
+model into detectron2's ``NaiveSyncBatchNorm`` (the trainers' fallback for CPU processes).
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
-from detectron2.layers import get_norm
+from detectron2.layers import NaiveSyncBatchNorm, get_norm
 
 from ..arch import ArchError, parse_op
 
-__all__ = ["SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv", "build_op"]
+__all__ = ["SEARCH_BN", "NormSpec", "make_norm", "naive_sync_bn", "ConvBN", "MBConv",
+           "build_op"]
 
 #: norm name of the super network's searchable layers: non-affine, batch statistics only
 SEARCH_BN = "SearchBN"
@@ -48,6 +50,30 @@ def make_norm(norm: NormSpec, channels: int, eps: float = 1e-3, momentum: float 
     elif hasattr(layer, "eps") and not isinstance(layer, nn.GroupNorm):
         layer.eps = eps  # FrozenBatchNorm2d: no momentum
     return layer
+
+
+def naive_sync_bn(module: nn.Module) -> int:
+    """Replace every ``nn.SyncBatchNorm`` inside ``module`` (in place) by detectron2's
+    ``NaiveSyncBatchNorm`` with the same settings, parameters, buffers and train/eval mode;
+    returns how many were replaced. ``nn.SyncBatchNorm`` refuses CPU modules in a multi-process
+    run; the naive one all-reduces the batch mean and mean square over the default group, which
+    works on CPU (gloo), weighting every process equally. The state-dict keys are unchanged."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.SyncBatchNorm):
+            new = NaiveSyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum,
+                                     affine=child.affine,
+                                     track_running_stats=child.track_running_stats)
+            tensors = list(child.parameters()) + list(child.buffers())
+            if tensors:
+                new.to(tensors[0].device)
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
+            setattr(module, name, new)
+            count += 1
+        else:
+            count += naive_sync_bn(child)
+    return count
 
 
 class ConvBN(nn.Module):

@@ -27,7 +27,7 @@ from torch import nn
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, hooks
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
@@ -38,6 +38,7 @@ from ...errors import ConfigError
 from ...latency import latency_table
 from ...modeling import find_supernet
 from ...utils.collectives import broadcast_object
+from ..clip import add_gradient_clipping
 from ..data import check_datasets
 from ..ddp import ddp_model
 from ..trainer import FNATrainer
@@ -108,7 +109,8 @@ class SearchTrainer(FNATrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-        """Detectron2's SGD (+ gradient clipping) over every parameter except the alphas."""
+        """Detectron2's SGD over every parameter except the alphas, with ``SOLVER.CLIP_GRADIENTS``
+        (:func:`fna_d2.engine.clip.add_gradient_clipping`: "full_model" clips their global norm)."""
         net = cls.find_supernet(model)
         alpha_ids = {id(a) for a in net.arch_parameters()}
         groups = get_default_optimizer_params(
@@ -120,7 +122,7 @@ class SearchTrainer(FNATrainer):
         groups = [g for g in groups if g["params"]]
         sgd = torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
                               nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        return maybe_add_gradient_clipping(cfg, sgd)
+        return add_gradient_clipping(cfg, sgd)
 
     @staticmethod
     def build_arch_optimizer(cfg: CfgNode, net: nn.Module) -> torch.optim.Optimizer:
