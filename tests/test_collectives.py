@@ -14,6 +14,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import launch
 
 from _nccl_like import NCCL_CPU_ERROR, install_nccl_like
+from _gather import save_gathered
 from _search_cfg import search_cfg
 
 
@@ -50,10 +51,7 @@ def _helpers_worker(result_path: str) -> None:
             "obj": broadcast_object({"from": rank, "path": [rank, 2]}),
             "flag": broadcast_object(rank == 0),
             "mean": bn.running_mean.clone(), "var": bn.running_var.clone(), "pair": pair}
-    gathered = comm.all_gather(mine)
-    if comm.is_main_process():
-        torch.save(gathered, result_path)
-    comm.synchronize()
+    save_gathered(mine, result_path)
 
 
 @pytest.mark.timeout(300)
@@ -108,10 +106,7 @@ def _search_worker(out_dir: str, table: str, result_path: str, datasets_root: st
     resumed.train()
     mine["resumed"] = _snapshot(resumed)
     mine["resumed_table"] = resumed.cost_table
-    gathered = comm.all_gather(mine)
-    if comm.is_main_process():
-        torch.save(gathered, result_path)
-    comm.synchronize()
+    save_gathered(mine, result_path)
 
 
 @pytest.mark.timeout(900)

@@ -12,6 +12,7 @@ import torch
 from detectron2.data import MetadataCatalog
 from detectron2.engine import launch
 
+from _gather import save_gathered
 from _search_cfg import search_cfg
 
 
@@ -40,10 +41,7 @@ def _worker(out_dir: str, result_path: str, datasets_root: str) -> None:
         "mismatches": runner.path_mismatches,
         "consumed": (runner.weight_stream.consumed, runner.arch_stream.consumed),
     }
-    gathered = comm.all_gather(mine)
-    if comm.is_main_process():
-        torch.save(gathered, result_path)
-    comm.synchronize()
+    save_gathered(mine, result_path)
 
 
 @pytest.mark.timeout(600)
