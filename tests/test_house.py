@@ -1,5 +1,5 @@
 """The package's layout rules, checked on the source: no fna_d2 module over ~400 lines, no
-import cycle between fna_d2 modules (imports inside functions count too), dependencies in the
+import cycle between fna_d2 modules (imports inside functions and under TYPE_CHECKING count too), dependencies in the
 direction of docs/design.md (e.g. the report never reaches the pipeline, seeds never reach
 remap, the adaptation trainer never reaches the search), every error class in fna_d2.errors,
 and the tests use public names only."""
@@ -37,13 +37,7 @@ def _imports(name, path):
     is_pkg = path.endswith("__init__.py")
     base = name.split(".") if is_pkg else name.split(".")[:-1]
     found = set()
-    type_only = set()  # `if TYPE_CHECKING:` imports are annotations, not run-time imports
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            type_only.update(id(n) for b in node.body for n in ast.walk(b))
-    for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

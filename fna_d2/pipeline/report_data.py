@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..arch import SKIP, Arch, load_arch
 from ..report import ReportData, pipeline_notes
@@ -15,8 +15,9 @@ from ..tasks import NET_NAMES, task_of
 from ..utils import read_json
 from .measure import measure_nets, measurement_configs
 
-if TYPE_CHECKING:  # annotations only
-    from .core import Pipeline
+#: what the stages are handed: the running :class:`~fna_d2.pipeline.core.Pipeline` (named, not
+#: imported: core builds on this module, so importing it back would make a cycle)
+Pipeline = Any
 
 __all__ = ["gather_report_data", "search_summary"]
 
@@ -54,7 +55,7 @@ def search_summary(search_dir: str, searched: Optional[Arch]) -> Dict[str, objec
     return out
 
 
-def gather_report_data(pipe: "Pipeline") -> ReportData:
+def gather_report_data(pipe: Pipeline) -> ReportData:
     """The :class:`~fna_d2.report.ReportData` of ``pipe``'s current outputs (builds both
     networks on the CPU to measure them)."""
     acfg = pipe.stage_cfg("adapt")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from detectron2.config import CfgNode
 
@@ -36,8 +36,9 @@ from .report_data import gather_report_data
 from .results import pick_metric
 from .workers import eval_worker, train_worker
 
-if TYPE_CHECKING:  # annotations only
-    from .core import Pipeline
+#: what the stages are handed: the running :class:`~fna_d2.pipeline.core.Pipeline` (named, not
+#: imported: core builds on this module, so importing it back would make a cycle)
+Pipeline = Any
 
 __all__ = ["StageSpec", "PipelineStage", "TrainStage", "SearchStage", "AdaptStage",
            "DeriveStage", "EvaluateStage", "ReportStage", "STAGE_TABLE", "STAGE_BY_NAME",
@@ -65,23 +66,23 @@ class PipelineStage:
     name: str = ""
     trained = False       # a training stage with its own config (search, adapt, baseline)
 
-    def enabled(self, pipe: "Pipeline") -> bool:
+    def enabled(self, pipe: Pipeline) -> bool:
         return True
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         raise NotImplementedError
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         raise NotImplementedError
 
-    def digest(self, pipe: "Pipeline") -> str:
+    def digest(self, pipe: Pipeline) -> str:
         raise NotImplementedError
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         """Run the stage (``resume``: continue an interrupted run); returns manifest extras."""
         raise NotImplementedError
 
-    def spec(self, pipe: "Pipeline") -> StageSpec:
+    def spec(self, pipe: Pipeline) -> StageSpec:
         return StageSpec(self.name, pipe.stage_dir(self.name), self.inputs(pipe),
                          self.outputs(pipe), self.digest(pipe),
                          lambda spec, resume: self.run(pipe, spec, resume))
@@ -97,14 +98,14 @@ class TrainStage(PipelineStage):
         self.name = name
         self.optional = optional     # the pipeline config may leave its config empty
 
-    def enabled(self, pipe: "Pipeline") -> bool:
+    def enabled(self, pipe: Pipeline) -> bool:
         return pipe.config_files.get(self.name) is not None
 
-    def configure(self, pipe: "Pipeline", cfg: CfgNode, path: str) -> None:
+    def configure(self, pipe: Pipeline, cfg: CfgNode, path: str) -> None:
         """Set what the pipeline decides in the stage config (unfrozen ``cfg`` from ``path``)."""
         cfg.OUTPUT_DIR = pipe.stage_dir(self.name)
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         cfg = pipe.stage_cfg(self.name)
         inputs: Dict[str, str] = {}
         sw = cfg.MODEL.FNA.SEED_WEIGHTS
@@ -118,13 +119,13 @@ class TrainStage(PipelineStage):
             inputs[os.path.abspath(cfg.MODEL.WEIGHTS)] = ""
         return inputs
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         return [os.path.join(pipe.stage_dir(self.name), "model_final.pth")]
 
-    def digest(self, pipe: "Pipeline") -> str:
+    def digest(self, pipe: Pipeline) -> str:
         return config_digest(pipe.stage_cfg(self.name), pipe.root)
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         cfg = pipe.stage_cfg(self.name)
         write_text(os.path.join(spec.dir, "config.yaml"), cfg.dump())
         pipe.launch(train_worker, cfg, os.path.join(spec.dir, "train_eval.json"), pipe.threads,
@@ -135,13 +136,13 @@ class TrainStage(PipelineStage):
 class SearchStage(TrainStage):
     """Architecture adaptation: the search config trains the super network."""
 
-    def configure(self, pipe: "Pipeline", cfg: CfgNode, path: str) -> None:
+    def configure(self, pipe: Pipeline, cfg: CfgNode, path: str) -> None:
         super().configure(pipe, cfg, path)
         if cfg.MODEL.FNA.NETWORK != "super":
             raise ConfigError(f"{path}: the search config needs MODEL.FNA.NETWORK super, "
                               f"got {cfg.MODEL.FNA.NETWORK!r}")
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         return super().outputs(pipe) + [pipe.searched_arch_path]
 
 
@@ -159,17 +160,17 @@ def check_adapt_arch(cfg: CfgNode) -> None:
 class AdaptStage(TrainStage):
     """Parameter adaptation: the derived network, remapped from the seed, trained."""
 
-    def configure(self, pipe: "Pipeline", cfg: CfgNode, path: str) -> None:
+    def configure(self, pipe: Pipeline, cfg: CfgNode, path: str) -> None:
         super().configure(pipe, cfg, path)
         cfg.MODEL.FNA.NETWORK = "derived"
         cfg.MODEL.FNA.ARCH = pipe.derived_arch_path
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         inputs = super().inputs(pipe)
         inputs[pipe.derived_arch_path] = "derive"
         return inputs
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         check_adapt_arch(pipe.stage_cfg(self.name))
         return super().run(pipe, spec, resume)
 
@@ -180,17 +181,17 @@ class DeriveStage(PipelineStage):
 
     name = "derive"
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         return {pipe.searched_arch_path: "search"}
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         return [pipe.derived_arch_path, os.path.join(pipe.stage_dir(self.name),
                                                      "arch_authors.txt")]
 
-    def digest(self, pipe: "Pipeline") -> str:
+    def digest(self, pipe: Pipeline) -> str:
         return text_sha256(f"derive seed={pipe.stage_cfg('adapt').MODEL.FNA.SEED}")
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         seed_name = pipe.stage_cfg("adapt").MODEL.FNA.SEED
         try:
             searched = load_arch(pipe.searched_arch_path)
@@ -213,18 +214,18 @@ class EvaluateStage(PipelineStage):
 
     name = "evaluate"
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         return {os.path.join(pipe.stage_dir(s), "model_final.pth"): s
                 for s in pipe.eval_targets()}
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         return [os.path.join(pipe.stage_dir(self.name), "results.json")]
 
-    def digest(self, pipe: "Pipeline") -> str:
+    def digest(self, pipe: Pipeline) -> str:
         return text_sha256("evaluate" + "".join(config_digest(pipe.stage_cfg(s), pipe.root)
                                                 for s in pipe.eval_targets()))
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for s in pipe.eval_targets():
             cfg = pipe.stage_cfg(s).clone()
@@ -249,7 +250,7 @@ class EvaluateStage(PipelineStage):
         return {"numbers": {s: v["numbers"] for s, v in out.items()}}
 
     @staticmethod
-    def train_eval(pipe: "Pipeline", stage: str, weights: str) -> Optional[dict]:
+    def train_eval(pipe: Pipeline, stage: str, weights: str) -> Optional[dict]:
         """The trainer's own final evaluation, if it evaluated exactly ``weights``."""
         path = os.path.join(pipe.stage_dir(stage), "train_eval.json")
         data = read_json(path)
@@ -266,17 +267,17 @@ class ReportStage(PipelineStage):
 
     name = "report"
 
-    def inputs(self, pipe: "Pipeline") -> Dict[str, str]:
+    def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         return {pipe.searched_arch_path: "search", pipe.derived_arch_path: "derive",
                 os.path.join(pipe.stage_dir("evaluate"), "results.json"): "evaluate"}
 
-    def outputs(self, pipe: "Pipeline") -> List[str]:
+    def outputs(self, pipe: Pipeline) -> List[str]:
         return [os.path.join(pipe.root, "report.md")]
 
-    def digest(self, pipe: "Pipeline") -> str:
+    def digest(self, pipe: Pipeline) -> str:
         return text_sha256("report v1")
 
-    def run(self, pipe: "Pipeline", spec: StageSpec, resume: bool) -> Dict[str, Any]:
+    def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         path = write_report_files(spec.outputs[0], gather_report_data(pipe), spec.dir)
         return {"report": os.path.relpath(path, pipe.root)}
 
