@@ -1,0 +1,119 @@
+"""``bench/gpu_check.py`` cannot rot: its ``--quick`` CPU run builds both trainers from the real
+COCO configs, times them and writes the result file (checked here against the formula of the
+projection, recomputed from the recorded numbers), and the full check refuses to run without
+CUDA. The docs section labels a CPU result as one and says plainly when nothing ran on a GPU."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
+
+
+def _run(args, tmp_path, **env):
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             DETECTRON2_DATASETS=str(tmp_path / "datasets"), **env)
+    return subprocess.run([sys.executable, SCRIPT] + list(args), cwd=str(tmp_path), env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gpu_check")
+    out = tmp / "gpu_check.json"
+    r = _run(["--quick", "--out", str(out), "--work", str(tmp / "work")], tmp,
+             CUDA_VISIBLE_DEVICES="")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with open(out, encoding="utf-8") as fh:
+        return json.load(fh), r
+
+
+def test_quick_run_times_both_configs_and_records_the_machine(quick):
+    doc, r = quick
+    assert doc["quick"] is True and doc["name"] == "gpu_check"
+    m = doc["machine"]
+    assert m["cpu"] and m["torch"] and m["date"] and "cuda_version" in m
+    assert m["gpu"] is None  # no GPU: none is claimed
+    assert [(x["config"], x["precision"]) for x in doc["runs"]] == [("search", "fp32"),
+                                                                     ("adapt", "fp32")]
+    for rec in doc["runs"]:
+        assert rec["status"] == "ok", rec
+        assert rec["peak_memory_mb"] is None  # CPU: no GPU memory to report
+        assert rec["observed_dtypes"] == ["torch.float32"]
+        assert rec["input_sizes_hw"] and all(min(hw) == 64 for hw in rec["input_sizes_hw"])
+        for s in rec["s_per_iter"].values():
+            assert s["n"] == 1 and s["median"] > 0
+    search, adapt = doc["runs"]
+    assert set(search["s_per_iter"]) == {"weight_step", "iteration"}
+    assert set(adapt["s_per_iter"]) == {"step"}
+    assert re.search(r"ETA \d", r.stderr)  # progress with an ETA goes to stderr
+    assert any("--quick" in n for n in doc["notes"])
+
+
+def test_projection_is_the_formula_of_the_recorded_numbers(quick):
+    doc, _ = quick
+    sch = doc["schedules"]
+    # the paper schedules as the COCO configs state them, not the quick run's
+    assert (sch["search"]["max_iter"], sch["search"]["warmup_iters"]) == (102608, 58633)
+    assert sch["search"]["per_gpu_batch"] == 1 and sch["adapt"]["per_gpu_batch"] == 4
+    search, adapt = doc["runs"]
+    s, w, m = search["s_per_iter"], sch["search"]["warmup_iters"], sch["search"]["max_iter"]
+    want = (w * s["weight_step"]["median"] + (m - w) * s["iteration"]["median"]) * 8 / 3600
+    assert search["projection"]["gpu_hours"] == pytest.approx(want, rel=1e-9)
+    want = sch["adapt"]["max_iter"] * adapt["s_per_iter"]["step"]["median"] * 8 / 3600
+    assert adapt["projection"]["gpu_hours"] == pytest.approx(want, rel=1e-9)
+    for rec, paper in ((search, 6.0), (adapt, 3.2)):
+        p = rec["projection"]
+        assert p["gpu_days"] == pytest.approx(p["gpu_hours"] / 24)
+        assert p["paper_gpu_days"] == paper
+        assert p["ratio_to_paper"] == pytest.approx(p["gpu_hours"] / (paper * 24))
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert checks["runs_completed"]["met"] is True
+    assert checks["wall_time_min"]["met"] is None  # no verdict on a quick run
+
+
+def test_docs_section_labels_a_cpu_result_and_says_when_nothing_ran_on_a_gpu(quick):
+    doc, _ = quick
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        from sections import gpu_check as section
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+    text = "\n".join(section.section(doc, os.path.join(ROOT, "docs", "benchmarks.md")))
+    assert "CPU smoke result" in text
+    assert "not run on a GPU yet" in "\n".join(section.summary(doc))
+    assert "Not run on a GPU yet" in "\n".join(section.section(None, "docs/benchmarks.md"))
+
+
+def _script():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+    return gpu_check
+
+
+def test_full_check_refuses_to_run_without_cuda(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CI may have a GPU one day
+    stored = os.path.join(ROOT, "bench", "results", "gpu_check.json")
+    before = os.stat(stored).st_mtime_ns if os.path.exists(stored) else None
+    assert _script().main(["--work", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "--quick" in err
+    assert (os.stat(stored).st_mtime_ns if os.path.exists(stored) else None) == before
+    assert not (tmp_path / "work").exists()  # refused before doing anything
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_reason():
+    g = _script()
+    why = g.refusal(g.parse(["--quick", "--precisions", "fp32,fp16"]))
+    assert why and "bf16" in why
+    assert g.refusal(g.parse(["--quick", "--precisions", "fp32,bf16"])) is None
