@@ -14,12 +14,13 @@ from typing import Any, Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from fna_d2.utils import write_text  # noqa: E402
-from sections import inference, latency_model, pipeline, remap_ablation, search_step  # noqa: E402
+from sections import (gpu_check, inference, latency_model, pipeline, remap_ablation,  # noqa: E402
+                      search_step)
 from sections.fmt import machine  # noqa: E402
 
 #: the result files the page is made of
 NAMES = ("search_step", "inference", "inference_tuned_malloc", "latency_model",
-         "latency_model_tuned_malloc", "remap_ablation", "pipeline")
+         "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check")
 
 
 def header(run: Dict[str, Any], m: Dict[str, Any], quick: bool) -> List[str]:
@@ -70,20 +71,24 @@ def page(quick: bool) -> Tuple[str, str]:
               "|---|---|---|---|---|"]
     lines += (search_step.summary(res["search_step"]) + inference.summary(res["inference"])
               + latency_model.summary(res["latency_model"], res["latency_model_tuned_malloc"])
-              + remap_ablation.summary(res["remap_ablation"]) + pipeline.summary(res["pipeline"]))
+              + remap_ablation.summary(res["remap_ablation"]) + pipeline.summary(res["pipeline"])
+              + gpu_check.summary(res["gpu_check"]))
     lines.append("")
     lines += search_step.section(res["search_step"], doc)
     lines += inference.section(res["inference"], res["inference_tuned_malloc"], doc)
     lines += latency_model.section(res["latency_model"], res["latency_model_tuned_malloc"], doc)
     lines += remap_ablation.section(res["remap_ablation"], doc)
     lines += pipeline.section(res["pipeline"], doc)
+    lines += gpu_check.section(res["gpu_check"], doc)
     lines += ["## Reproducing", "",
               "`make bench` (= `python bench/run_all.py`) runs everything (the run above: "
               f"{(run.get('wall_time_s') or 0) / 60:.0f} minutes on a shared 2-core CPU, most of "
               "it the remapping ablation) and rewrites this page; `python bench/run_all.py --quick` is a "
               "smoke run of a few minutes that writes to `bench/results/quick/` instead. "
               "Each script runs alone too (`python bench/bench_search_step.py --help`). "
-              "`python bench/make_doc.py` re-renders this page from the stored results.", ""]
+              "`python bench/make_doc.py` re-renders this page from the stored results. "
+              "The GPU check (section 6) needs a GPU and is not part of `make bench`: "
+              "`bash bench/gpu_check.sh` runs it and re-renders this page.", ""]
     return doc, "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
