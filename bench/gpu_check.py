@@ -28,7 +28,8 @@ per-GPU batch per iteration at the measured speed. That assumes perfect data-par
 
 ``--quick``: the same code path on CPU in about a minute (tiny images, batch 1, one step per
 phase, fp32); written to ``--out`` (default ``output/bench/quick/gpu_check.json``), never to
-``bench/results/gpu_check.json``. Without ``--quick`` the check refuses to run without CUDA.
+``bench/results/gpu_check.json``. Without ``--quick`` the check refuses to run without CUDA
+(exit 2). Exit 1 when a run failed (its reason is in the result file), 0 otherwise.
 """
 from __future__ import annotations
 
@@ -155,6 +156,10 @@ def _data_time(storage: EventStorage) -> Optional[float]:
         return None
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+
+
 def run_one(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, Any],
             dataset: str, prog: Progress) -> Dict[str, Any]:
     """Build one trainer, run its phases, return its record (with the projection)."""
@@ -178,11 +183,16 @@ def run_one(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, A
                       [str(o) for o in run_opts(kind, precision, a, sched, dataset, out_dir)])
     cfg.freeze()
     cuda = torch.device(a.device) if a.device.startswith("cuda") else None
-    if cuda:
+    if cuda:  # what an earlier run left allocated would count in this run's peak: recorded
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(cuda)
+        rec["allocated_before_mb"] = torch.cuda.memory_allocated(cuda) / 2 ** 20
     t = time.perf_counter()
-    trainer = build_trainer(cfg)
+    try:
+        trainer = build_trainer(cfg)
+    except Exception as e:  # noqa: BLE001  (report it, run the others)
+        prog.skipped(label, sum(p["n"] for p in plan), "build failed")
+        return dict(rec, status="failed", reason=f"building the trainer: {_first_line(e)}")
     rec["build_s"] = time.perf_counter() - t
     prog.built(label, rec["build_s"])
     probe = _Probe(trainer.model)
@@ -207,9 +217,9 @@ def run_one(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, A
                         dtime = _data_time(storage)
                         if dtime is not None:
                             data.setdefault(ph["phase"], []).append(dtime)
-    except (FloatingPointError, RuntimeError) as e:  # NaN loss, CUDA OOM: report, go on
+    except Exception as e:  # noqa: BLE001  (a NaN loss, CUDA out of memory: report, go on)
         prog.drop(sum(p["n"] for p in plan) - it)
-        rec.update(status="failed", reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        rec.update(status="failed", reason=f"at step {it}: {_first_line(e)}")
     else:
         rec["status"] = "ok"
     finally:
@@ -379,7 +389,7 @@ def main(argv=None) -> int:
     for c in doc["checks"]:
         print(f"[gpu_check] {c['name']}: {c['text']}")
     print(f"[gpu_check] wrote {os.path.relpath(path, C.REPO)}")
-    return 0
+    return 1 if any(r["status"] == "failed" for r in runs) else 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 "$py" -c "import torch, sys; torch.cuda.is_available() or sys.exit('gpu_check.sh: no CUDA GPU visible')"
 "$py" -c "import torch; print('[gpu_check] GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
 # a hard stop well past the expected 8 minutes, so a hung data loader cannot hold the GPU
-timeout 1200 "$py" bench/gpu_check.py "$@"
-"$py" bench/make_doc.py
-echo "[gpu_check] done: bench/results/gpu_check.json, docs/benchmarks.md (section 6)"
+rc=0
+timeout 1200 "$py" bench/gpu_check.py "$@" || rc=$?
+if [ "$rc" -le 1 ]; then  # 1: a run failed; its reason is in the result, which is rendered
+  "$py" bench/make_doc.py
+  echo "[gpu_check] done (exit $rc): bench/results/gpu_check.json, docs/benchmarks.md (section 6)"
+fi
+exit "$rc"
