@@ -96,6 +96,7 @@ def test_retinanet_search_hyperparameters():
     assert (s.ARCH.BASE_LR, tuple(s.ARCH.BETAS), s.ARCH.WEIGHT_DECAY) == (3e-4, (0.5, 0.999), 1e-3)
     assert (c.MODEL.FNA.SEARCH.LAMBDA, c.MODEL.FNA.SEARCH.TAU) == (0.02, 10.0)
     assert tuple(c.MODEL.FNA.SEARCH.COST_INPUT_SIZE) == (800, 1088)
+    assert s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY  # the release decays BN parameters too
 
 
 def test_retinanet_adapt_and_baseline_hyperparameters():
@@ -108,8 +109,32 @@ def test_retinanet_adapt_and_baseline_hyperparameters():
         assert s.MAX_ITER == round(12 * per_epoch)
         assert _close(s.STEPS, (8 * per_epoch, 11 * per_epoch))
         assert c.MODEL.FNA.NORM == "SyncBN" and c.MODEL.FNA.FREEZE_AT == 0
+        assert s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY  # the release decays BN parameters too
     assert _cfg("mobilenetv2_retinanet.yaml").MODEL.FNA.ARCH == ""
     assert _cfg("fna_retinanet_coco_published.yaml").MODEL.FNA.ARCH == STAND_IN_ARCH
+
+
+def test_weight_decay_reaches_bn_parameters_in_the_coco_configs():
+    """The optimizers the trainers build decay BN weight and bias at WEIGHT_DECAY in the COCO
+    configs (as the release did), and not at all in the trees demo."""
+    from fna_d2.engine.search import SearchTrainer
+    from fna_d2.engine.trainer import FNATrainer
+    from fna_d2.modeling.ops import ConvBN
+
+    def bn_decays(optimizer, model):
+        bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+              for p in m.parameters()}
+        return {g["weight_decay"] for g in optimizer.param_groups
+                for p in g["params"] if id(p) in bn}
+
+    model = torch.nn.Sequential(ConvBN(3, 8, 3))
+    adapt = _cfg("fna_retinanet_adapt.yaml")
+    assert bn_decays(FNATrainer.build_optimizer(adapt, model), model) == {5e-5}
+    demo = _cfg("demo/trees_adapt.yaml")
+    assert bn_decays(FNATrainer.build_optimizer(demo, model), model) == {0.0}
+    search = _cfg("fna_retinanet_search.yaml")
+    supernet = build_model(cpu_cfg("configs/instant_test/trees_search.yaml"))
+    assert bn_decays(SearchTrainer.build_optimizer(search, supernet), supernet) == {1e-4}
 
 
 def test_deeplab_hyperparameters():
@@ -125,10 +150,41 @@ def test_deeplab_hyperparameters():
         assert c.MODEL.FNA.OUTPUT_STRIDE == 16 and c.MODEL.FNA.NORM == "SyncBN"
         assert c.DATASETS.TRAIN == ("cityscapes_fine_sem_seg_train",)
         assert c.DATASETS.TEST == ("cityscapes_fine_sem_seg_val",)
+
+
+def test_deeplab_search_is_the_papers_one_gpu_recipe():
+    """Paper (segmentation search, 1 GPU): 16 crops of 321 from 512x1024 frames, 80 epochs of
+    the weight part, alpha from epoch 30; SGD 5 epochs linear 1e-4 -> 0.02 then cosine to 1e-3,
+    momentum 0.9, wd 5e-4; Adam 1e-3 with wd 4e-5."""
     c = _cfg("fna_deeplabv3_search.yaml")
-    f = c.MODEL.FNA.SEARCH
+    f, s = c.MODEL.FNA.SEARCH, c.SOLVER
     assert (f.LAMBDA, f.TAU, f.COST_SCALE, f.ARCH_SPLIT) == (0.009, 45.0, 10.0, 0.2)
-    assert c.SOLVER.ARCH.BASE_LR == 1e-3 and tuple(c.INPUT.CROP.SIZE) == (321, 321)
+    assert (c.SOLVER.ARCH.BASE_LR, c.SOLVER.ARCH.WEIGHT_DECAY) == (1e-3, 4e-5)
+    assert tuple(c.INPUT.CROP.SIZE) == (321, 321)
+    assert (tuple(c.INPUT.MIN_SIZE_TRAIN), c.INPUT.MAX_SIZE_TRAIN) == ((512,), 1024)
+    assert s.IMS_PER_BATCH == 16 and c.MODEL.FNA.NORM == c.MODEL.SEM_SEG_HEAD.NORM == "BN"
     per_epoch = 2975 * 0.8 / 16
-    assert c.SOLVER.MAX_ITER == round(80 * per_epoch)
-    assert _close([f.WARMUP_ITERS], [30 * per_epoch])
+    assert s.MAX_ITER == round(80 * per_epoch)
+    assert _close([f.WARMUP_ITERS, s.WARMUP_ITERS], [30 * per_epoch, 5 * per_epoch])
+    assert (s.MOMENTUM, s.WEIGHT_DECAY) == (0.9, 5e-4)
+    # the schedule as the trainer builds it: 1e-4 at 0, 0.02 at the end of warm-up, cosine
+    # (half of the way down at the middle of the post-warm-up part) to 1e-3 at the end
+    from fna_d2.engine.trainer import FNATrainer
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.BASE_LR)
+    sched = FNATrainer.build_lr_scheduler(c, opt)
+    lrs = []
+    for _ in range(s.MAX_ITER):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    w = s.WARMUP_ITERS
+    assert math.isclose(lrs[0], 1e-4, rel_tol=1e-6)
+    assert math.isclose(lrs[w], 0.02, rel_tol=1e-3)
+    mid = w + (s.MAX_ITER - w) // 2
+    assert math.isclose(lrs[mid], (0.02 + 1e-3) / 2, rel_tol=1e-2)
+    assert math.isclose(lrs[-1], 1e-3, rel_tol=1e-2)
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:w], lrs[1:w + 1]))  # warm-up rises
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[w:], lrs[w + 1:]))  # cosine falls
+    eight = _cfg("fna_deeplabv3_search_8gpu.yaml")
+    assert eight.SOLVER.IMS_PER_BATCH == 16 and eight.MODEL.FNA.NORM == "SyncBN"
+    assert eight.SOLVER.MAX_ITER == s.MAX_ITER

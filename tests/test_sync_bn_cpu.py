@@ -24,7 +24,7 @@ SMALL = {
         "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.FNA.ARCH", "", "DATASETS.TRAIN", "('fna_trees_train',)",
         "MODEL.RETINANET.NUM_CLASSES", "1", "INPUT.MIN_SIZE_TRAIN", "(96,)",
         "INPUT.MAX_SIZE_TRAIN", "128"],
-    "fna_deeplabv3_search.yaml": [
+    "fna_deeplabv3_search_8gpu.yaml": [
         "MODEL.FNA.SEED_WEIGHTS", "", "MODEL.FNA.SEARCH_DEPTHS", "[1, 1, 1, 1, 1, 1]",
         "MODEL.FNA.SEARCH.WARMUP_ITERS", "0", "DATASETS.TRAIN", "('fna_nuclei_train',)",
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2", "INPUT.MIN_SIZE_TRAIN", "(64, 96)",
