@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SETUP := bash scripts/setup_env.sh
 PY = $$($(SETUP) | tail -n 1)
 
-.PHONY: env demo demo-seg test bench clean-demo
+.PHONY: env demo demo-seg test bench gpu-check clean-demo
 
 env:            ## create or reuse the environment
 	@$(SETUP) >/dev/null
@@ -20,6 +20,9 @@ test:           ## the test suite
 
 bench:          ## benchmarks (not part of the tests); writes bench/results/ and docs/benchmarks.md
 	@py=$(PY) && $$py bench/run_all.py
+
+gpu-check:      ## the one-GPU check of the COCO configs (needs a GPU; docs/gpu.md)
+	@py=$(PY) && PYTHON=$$py bash bench/gpu_check.sh
 
 clean-demo:     ## remove demo outputs (not the environment or datasets)
 	rm -rf output/demo

@@ -16,11 +16,12 @@ import bench_latency_model  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_remap_ablation  # noqa: E402
 import bench_search_step  # noqa: E402
+import gpu_check  # noqa: E402
 from fna_d2.utils import write_json  # noqa: E402
 
 #: result name -> the script module that wrote it (and decides its verdicts)
 SCRIPTS = {m.NAME: m for m in (bench_search_step, bench_inference, bench_latency_model,
-                               bench_remap_ablation, bench_pipeline)}
+                               bench_remap_ablation, bench_pipeline, gpu_check)}
 
 
 def recheck(quick: bool) -> list:
