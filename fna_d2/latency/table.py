@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+import torch
+
 from ..arch import SearchSpace
 from ..errors import LatencyTableError
 from ..utils import write_json
@@ -181,6 +183,12 @@ def _check_shapes(lt: LatencyTable, layers: List[Dict[str, Any]],
             f"MODEL.FNA.SEARCH.COST_INPUT_SIZE (python -m fna_d2.latency build --help).")
 
 
+def _tunes(tune_malloc: bool, device: str) -> bool:
+    """Whether to tune the C allocator: only for CPU timing (a CUDA table does not depend on
+    it, and a GPU training process is better left as it is)."""
+    return bool(tune_malloc) and torch.device(device).type == "cpu"
+
+
 def measure_table(space: SearchSpace, input_size: Sequence[int], path: Optional[str] = None,
                   repeats: int = 10, device: str = "cpu", threads: Optional[int] = None,
                   tune_malloc: bool = True, *, batch: int = 1,
@@ -190,6 +198,7 @@ def measure_table(space: SearchSpace, input_size: Sequence[int], path: Optional[
     table file atomically (replacing one that is there). ``space``: as built (output-stride
     dilations applied)."""
     input_size = [int(v) for v in input_size]
+    tune_malloc = _tunes(tune_malloc, device)
     apply_malloc_tuning(tune_malloc)
     dev = device_signature(device, threads, batch)
     layers = searchable_shapes(space, input_size)
@@ -253,8 +262,8 @@ def get_latency_table(space: SearchSpace, input_size: Sequence[int], path: Optio
                       progress: Optional[Progress] = None) -> LatencyTable:
     """The :class:`LatencyTable` of ``space`` at ``input_size`` on this device at ``batch``.
 
-    ``tune_malloc``: :func:`apply_malloc_tuning` first (the allocator setting is part of a CPU
-    table's device key). With ``path``: reuse the cached table if it matches this device and
+    ``tune_malloc``: :func:`apply_malloc_tuning` first (CPU only: the allocator setting is part
+    of a CPU table's device key). With ``path``: reuse the cached table if it matches this device and
     these shapes (raise :class:`LatencyTableError` if it exists but does not; re-measure, with a
     warning naming the file, if it is of an older format version), else measure it
     (:func:`measure_table`) and write it atomically. ``foreign=True``: ``path`` must be a table
@@ -264,6 +273,7 @@ def get_latency_table(space: SearchSpace, input_size: Sequence[int], path: Optio
     layers = searchable_shapes(space, input_size)
     if foreign:
         return _foreign_table(path, layers, input_size, device, threads, batch)
+    tune_malloc = _tunes(tune_malloc, device)
     status = apply_malloc_tuning(tune_malloc)
     if not tune_malloc and status["tuned"]:
         logger.warning(f"latency: tune_malloc=False, but {status['reason']}; the table is "
