@@ -3,10 +3,14 @@
 import os
 from typing import Optional, Sequence
 
-from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
+from ._check import require_detectron2
 
-from .errors import ConfigError  # noqa: F401  (defined there; re-exported)
+require_detectron2()  # the instructions, not a bare ModuleNotFoundError, when it is missing
+
+from detectron2.config import CfgNode as CN  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+
+from .errors import ConfigError  # noqa: E402,F401  (defined there; re-exported)
 
 __all__ = ["add_fna_config", "get_fna_cfg", "ConfigError"]
 

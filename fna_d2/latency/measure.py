@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch, Layer, SearchSpace, iter_layers
-from ..modeling.ops import ConvBN, build_op
+from ..blocks import ConvBN, build_op
 from . import timing
 from .malloc import apply_malloc_tuning
 from .progress import Progress
