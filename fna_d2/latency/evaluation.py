@@ -73,9 +73,9 @@ def predict_vs_measured(archs: Sequence[Arch],
     median latency of ``build(arch)`` (default :func:`~.measure.default_build`: a
     :class:`~.measure.InferenceNet`) on ``batch`` ``input_size`` images (default: the table's
     batch; 1 for a plain table), after :func:`~.malloc.apply_malloc_tuning`
-    (``tune_malloc``). Returns per-arch lists, ``mean_rel_error`` (mean |pred - meas| / meas), ``mean_signed_rel_error``, their
-    ``*_raw`` counterparts and ``spearman`` (rank correlation, the same for both; nan for
-    fewer than 2 archs)."""
+    (``tune_malloc``). Returns per-arch lists, ``mean_rel_error`` (mean |pred - meas| /
+    meas), ``mean_signed_rel_error``, their ``*_raw`` counterparts and ``spearman`` (rank
+    correlation, the same for both; nan for fewer than 2 archs)."""
     apply_malloc_tuning(tune_malloc)
     lt = table if isinstance(table, LatencyTable) else None
     raw = lt.raw if lt is not None else table

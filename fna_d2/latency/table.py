@@ -244,9 +244,12 @@ def _foreign_table(path: Optional[str], layers: List[Dict[str, Any]],
             f"here: rebuild it on its device with python -m fna_d2.latency build")
     lt = _from_doc(doc, path)
     _check_shapes(lt, layers, input_size)
-    here = device_signature(device, threads, batch)
-    how = "the same as this machine's" if lt.device == here else \
-        f"this machine would measure {describe_device(here)}"
+    try:
+        here = device_signature(device, threads, batch)
+        how = "the same as this machine's" if lt.device == here else \
+            f"this machine would measure {describe_device(here)}"
+    except (RuntimeError, AssertionError):  # e.g. device "cuda" on a machine without CUDA
+        how = f"{device!r} cannot be measured on this machine"
     logger.info(f"latency: using the table {path} measured on {describe_device(lt.device)} "
                 f"({FOREIGN_KEY}; {how})")
     if lt.batch != batch:
@@ -263,8 +266,8 @@ def get_latency_table(space: SearchSpace, input_size: Sequence[int], path: Optio
     """The :class:`LatencyTable` of ``space`` at ``input_size`` on this device at ``batch``.
 
     ``tune_malloc``: :func:`apply_malloc_tuning` first (CPU only: the allocator setting is part
-    of a CPU table's device key). With ``path``: reuse the cached table if it matches this device and
-    these shapes (raise :class:`LatencyTableError` if it exists but does not; re-measure, with a
+    of a CPU table's device key). With ``path``: reuse the cached table if it matches this
+    device and these shapes (raise :class:`LatencyTableError` if it exists but does not; re-measure, with a
     warning naming the file, if it is of an older format version), else measure it
     (:func:`measure_table`) and write it atomically. ``foreign=True``: ``path`` must be a table
     (from any device, at any batch), used as it is if its shapes match; nothing is measured.
