@@ -3,10 +3,14 @@
 import os
 from typing import Optional, Sequence
 
-from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg
+from ._check import require_detectron2
 
-from .errors import ConfigError  # noqa: F401  (defined there; re-exported)
+require_detectron2()  # the instructions, not a bare ModuleNotFoundError, when it is missing
+
+from detectron2.config import CfgNode as CN  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+
+from .errors import ConfigError  # noqa: E402,F401  (defined there; re-exported)
 
 __all__ = ["add_fna_config", "get_fna_cfg", "ConfigError"]
 
@@ -86,7 +90,8 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS = 0
 
     _C.MODEL.FNA.SEARCH = CN()
-    # Cost model of the search's cost loss: "madds" or "latency" (measured on this device).
+    # Cost model of the search's cost loss: "madds" or "latency" (a table measured on
+    # LATENCY_DEVICE, or read from LATENCY_TABLE).
     _C.MODEL.FNA.SEARCH.COST = "madds"
     # lambda of L = L_task + lambda * log(COST_SCALE * cost) / log(TAU); must be > 0.
     _C.MODEL.FNA.SEARCH.LAMBDA = 0.02
@@ -98,9 +103,20 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.FNA.SEARCH.COST_INPUT_SIZE = (800, 1088)
     # Latency lookup table file for COST="latency"; empty: OUTPUT_DIR/latency_table.json.
     _C.MODEL.FNA.SEARCH.LATENCY_TABLE = ""
+    # True: LATENCY_TABLE was measured on another device on purpose (the deployment device:
+    # `python -m fna_d2.latency build` there) and is used as it is, whatever this machine is;
+    # its search space, input size and layer shapes must still match. False: a table of
+    # another device (or batch, threads, allocator setting) is refused.
+    _C.MODEL.FNA.SEARCH.LATENCY_TABLE_FOREIGN = False
+    # Device the latency table is timed on: "cpu", "cuda" or "cuda:N" (CUDA timing is
+    # synchronised). Ignored for a LATENCY_TABLE_FOREIGN table.
+    _C.MODEL.FNA.SEARCH.LATENCY_DEVICE = "cpu"
+    # Batch size the ops and calibration networks are timed at (part of the table's key).
+    _C.MODEL.FNA.SEARCH.LATENCY_BATCH = 1
     # Timed repeats per op when building the latency table (median taken, after warm-up).
     _C.MODEL.FNA.SEARCH.LATENCY_REPEATS = 10
-    # Torch threads while timing the latency table (0: the current setting; 1: mobile-like).
+    # Torch threads while timing the latency table on the CPU (0: the current setting; 1:
+    # mobile-like). Not part of a CUDA table's key.
     _C.MODEL.FNA.SEARCH.LATENCY_THREADS = 0
     # glibc malloc mmap/trim thresholds at 1 GiB (process-wide) when timing latency (fna_d2.latency.malloc).
     _C.MODEL.FNA.SEARCH.LATENCY_TUNE_MALLOC = True

@@ -104,6 +104,13 @@ ONE_WAY = [
     (("fna_d2.tasks",), ("fna_d2.",)),
     (("fna_d2.arch",), ("fna_d2.modeling", "fna_d2.remap", "fna_d2.cost", "fna_d2.latency",
                         "fna_d2.engine", "fna_d2.pipeline", "fna_d2.report", "fna_d2.seeds")),
+    # torch only: what latency tables time, also on a box without detectron2
+    (("fna_d2.blocks",), ("fna_d2.modeling", "fna_d2.config", "fna_d2.data", "fna_d2.remap",
+                          "fna_d2.cost", "fna_d2.latency", "fna_d2.engine", "fna_d2.pipeline",
+                          "fna_d2.report", "fna_d2.seeds", "fna_d2.checkpoint")),
+    # python -m fna_d2.latency runs where only torch and fna_d2 are installed
+    (("fna_d2.latency",), ("fna_d2.modeling", "fna_d2.config", "fna_d2.data", "fna_d2.seeds",
+                           "fna_d2.remap", "fna_d2.cost", "fna_d2.checkpoint")),
     (("fna_d2.modeling",), ("fna_d2.engine", "fna_d2.pipeline", "fna_d2.cost", "fna_d2.latency",
                             "fna_d2.remap", "fna_d2.report", "fna_d2.checkpoint")),
     (("fna_d2.seeds",), ("fna_d2.remap", "fna_d2.engine", "fna_d2.pipeline")),

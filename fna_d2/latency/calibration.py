@@ -23,6 +23,7 @@ from torch import nn
 from ..arch import Arch, SearchSpace
 from ..errors import LatencyTableError
 from .measure import time_fixed_part, time_networks
+from .progress import Progress
 from .timing import num_threads
 
 __all__ = ["default_calibration_archs", "calibrate_table"]
@@ -49,15 +50,17 @@ def default_calibration_archs(space: SearchSpace, raw: Sequence[Sequence[float]]
 def calibrate_table(space: SearchSpace, input_size: Sequence[int],
                     raw: Sequence[Sequence[float]], repeats: int = 10, device: str = "cpu",
                     threads: Optional[int] = None, archs: Optional[Sequence[Arch]] = None,
-                    build: Optional[Callable[[Arch], nn.Module]] = None) -> Dict[str, Any]:
+                    build: Optional[Callable[[Arch], nn.Module]] = None, *, batch: int = 1,
+                    progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Time the fixed part and whole networks (``archs``, default
-    :func:`default_calibration_archs`) and return the calibration record: ``scale`` = median
-    over the networks of measured / (``fixed_ms`` + sum of their raw entries)."""
+    :func:`default_calibration_archs`) on ``batch`` images and return the calibration record:
+    ``scale`` = median over the networks of measured / (``fixed_ms`` + sum of their raw
+    entries)."""
     size = [int(v) for v in input_size]
     archs = list(archs) if archs is not None else default_calibration_archs(space, raw)
     with num_threads(threads):
-        fixed = time_fixed_part(space, size, repeats, device)
-        measured = time_networks(archs, size, repeats, device, build)
+        fixed = time_fixed_part(space, size, repeats, device, batch, progress)
+        measured = time_networks(archs, size, repeats, device, build, batch, progress)
     rows = []
     for k, (arch, m) in enumerate(zip(archs, measured)):
         ch = space.path_of(arch, f"calibration archs[{k}]")

@@ -62,7 +62,8 @@ def predict_vs_measured(archs: Sequence[Arch],
                         space: SearchSpace, input_size: Sequence[int], repeats: int = 10,
                         device: str = "cpu", threads: Optional[int] = None,
                         build: Optional[Callable[[Arch], nn.Module]] = None,
-                        tune_malloc: bool = True) -> Dict[str, Any]:
+                        tune_malloc: bool = True, batch: Optional[int] = None
+                        ) -> Dict[str, Any]:
     """How well ``table`` predicts the latency of whole derived backbones.
 
     With a :class:`LatencyTable`: predicted = ``scale * (fixed_ms + sum of the raw entries of
@@ -70,18 +71,19 @@ def predict_vs_measured(archs: Sequence[Arch],
     the table must have been measured with this process's allocator setting. With a plain
     per-op table (raw entries): scale 1 and the fixed stem/first block timed now. measured =
     median latency of ``build(arch)`` (default :func:`~.measure.default_build`: a
-    :class:`~fna_d2.modeling.DerivedNet` with output ``c5``) on a batch-1 ``input_size``
-    image, after :func:`~.malloc.apply_malloc_tuning` (``tune_malloc``). Returns per-arch
-    lists, ``mean_rel_error`` (mean |pred - meas| / meas), ``mean_signed_rel_error``, their
-    ``*_raw`` counterparts and ``spearman`` (rank correlation, the same for both; nan for
-    fewer than 2 archs)."""
+    :class:`~.measure.InferenceNet`) on ``batch`` ``input_size`` images (default: the table's
+    batch; 1 for a plain table), after :func:`~.malloc.apply_malloc_tuning`
+    (``tune_malloc``). Returns per-arch lists, ``mean_rel_error`` (mean |pred - meas| /
+    meas), ``mean_signed_rel_error``, their ``*_raw`` counterparts and ``spearman`` (rank
+    correlation, the same for both; nan for fewer than 2 archs)."""
     apply_malloc_tuning(tune_malloc)
     lt = table if isinstance(table, LatencyTable) else None
     raw = lt.raw if lt is not None else table
     if len(raw) != space.num_searchable:
         raise LatencyTableError(f"table has {len(raw)} rows, space {space.name!r} has "
                                 f"{space.num_searchable} searchable layers")
-    dev = device_signature(device, threads)
+    batch = int(batch if batch is not None else (lt.batch if lt is not None else 1))
+    dev = device_signature(device, threads, batch)
     if lt is not None and lt.device.get("malloc") != dev.get("malloc"):
         raise LatencyTableError(
             f"{lt.path or 'latency table'}: measured with allocator "
@@ -90,13 +92,13 @@ def predict_vs_measured(archs: Sequence[Arch],
     x_size = [int(v) for v in input_size]
     with num_threads(threads):
         base = lt.fixed_ms if lt is not None else time_fixed_part(space, x_size, repeats,
-                                                                  device)
+                                                                  device, batch)
         scale = lt.scale if lt is not None else 1.0
         raw_pred = []
         for k, arch in enumerate(archs):
             ch = space.path_of(arch, f"archs[{k}]")
             raw_pred.append(base + sum(float(raw[l][c]) for l, c in enumerate(ch)))
-        measured = time_networks(archs, x_size, repeats, device, build)
+        measured = time_networks(archs, x_size, repeats, device, build, batch)
     predicted = [p * scale for p in raw_pred]
     out: Dict[str, Any] = {"predicted_ms": predicted, "predicted_raw_ms": raw_pred,
                            "measured_ms": measured, "fixed_ms": base, "scale": scale}

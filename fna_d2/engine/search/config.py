@@ -1,14 +1,18 @@
 """The search's settings (``MODEL.FNA.SEARCH.*``): :func:`check_search_cfg` refuses values
-that cannot work, :class:`SearchSchedule` holds what one iteration of the alternation needs."""
+that cannot work, :class:`SearchSchedule` holds what one iteration of the alternation needs,
+:class:`LatencySettings` how the latency table is built or read."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Optional
 
 from detectron2.config import CfgNode
 
 from ...errors import ConfigError
+from ...latency import latency_device
 
-__all__ = ["COST_TYPES", "check_search_cfg", "SearchSchedule"]
+__all__ = ["COST_TYPES", "check_search_cfg", "SearchSchedule", "LatencySettings"]
 
 #: cost types the search's cost term understands (``MODEL.FNA.SEARCH.COST``)
 COST_TYPES = ("madds", "latency")
@@ -47,6 +51,14 @@ def check_search_cfg(cfg: CfgNode) -> None:
     if int(s.LATENCY_REPEATS) < 1:
         raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_REPEATS must be >= 1, got "
                           f"{s.LATENCY_REPEATS}")
+    if int(s.LATENCY_BATCH) < 1:
+        raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_BATCH must be >= 1, got {s.LATENCY_BATCH}")
+    if s.LATENCY_TABLE_FOREIGN and not s.LATENCY_TABLE:
+        raise ConfigError("MODEL.FNA.SEARCH.LATENCY_TABLE_FOREIGN is True but "
+                          "MODEL.FNA.SEARCH.LATENCY_TABLE is empty: name the table measured on "
+                          "the other device (python -m fna_d2.latency build ... --out FILE)")
+    if s.COST == "latency":
+        latency_device(s.LATENCY_DEVICE, "MODEL.FNA.SEARCH.LATENCY_DEVICE")
 
 
 @dataclass(frozen=True)
@@ -70,3 +82,27 @@ class SearchSchedule:
         return cls(int(s.WARMUP_ITERS), int(s.ARCH_STEPS), int(s.WEIGHT_STEPS), float(s.LAMBDA),
                    float(s.TAU), float(s.COST_SCALE), float(s.COLLAPSE_SKIP_RATIO),
                    float(s.COLLAPSE_ENTROPY), bool(s.STOP_ON_COLLAPSE))
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How the search's latency table is built or read (``MODEL.FNA.SEARCH.LATENCY_*``):
+    ``path`` (``LATENCY_TABLE``, default ``OUTPUT_DIR/latency_table.json``), ``repeats``,
+    ``threads`` (None: as they are), ``tune_malloc``, ``device``, ``batch`` and ``foreign``
+    (``LATENCY_TABLE_FOREIGN``: a table from another device, used as it is)."""
+
+    path: str
+    repeats: int
+    threads: Optional[int]
+    tune_malloc: bool
+    device: str
+    batch: int
+    foreign: bool
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> "LatencySettings":
+        s = cfg.MODEL.FNA.SEARCH
+        return cls(s.LATENCY_TABLE or os.path.join(cfg.OUTPUT_DIR, "latency_table.json"),
+                   int(s.LATENCY_REPEATS), int(s.LATENCY_THREADS) or None,
+                   bool(s.LATENCY_TUNE_MALLOC), str(s.LATENCY_DEVICE), int(s.LATENCY_BATCH),
+                   bool(s.LATENCY_TABLE_FOREIGN))

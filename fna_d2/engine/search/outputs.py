@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -25,7 +25,10 @@ from detectron2.utils.events import EventStorage
 from ...arch import Arch, save_arch
 from ...cost import arch_cost
 from ...data.split import DataSplit, save_split
+from ...errors import LatencyTableError
+from ...latency import read_latency_table
 from ...utils import write_json
+from .config import LatencySettings
 from .diagnostics import AlphaStats, alpha_stats
 from .plots import merge_series, plot_alpha_heatmap, plot_search_curves, read_metrics_json
 from .step import SearchStepRunner
@@ -47,6 +50,7 @@ class SearchOutputWriter:
         self.cost_table, self.madds_table = cost_table, madds_table
         self.config_file = config_file
         self.output_dir = cfg.OUTPUT_DIR
+        self._latency_device: Optional[Dict[str, Any]] = None
 
     def derived_arch(self, done: int, path: Optional[Sequence[int]] = None,
                      **extra: Any) -> Arch:
@@ -71,8 +75,19 @@ class SearchOutputWriter:
         })
         if s.COST == "latency":
             meta["searchable_latency_ms"] = sum(self.cost_table[l][c] for l, c in enumerate(path))
+            meta["latency_device"] = self.latency_device()
         meta.update(extra)
         return Arch(arch.stages, arch.stem_channels, meta)
+
+    def latency_device(self) -> Optional[Dict[str, Any]]:
+        """The device record of the latency table the search uses (None if it is unreadable)."""
+        if self._latency_device is None:
+            path = LatencySettings.from_config(self.cfg).path
+            try:
+                self._latency_device = read_latency_table(path).device
+            except LatencyTableError as e:
+                logger.warning(f"cannot record the latency table's device: {e}")
+        return self._latency_device
 
     def write(self, done: int, storage: Optional[EventStorage] = None) -> AlphaStats:
         """arch/arch_iter{done}.json, alpha_probs.json and the PNGs (curves from

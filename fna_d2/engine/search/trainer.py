@@ -35,14 +35,14 @@ from detectron2.utils.logger import setup_logger
 from ...cost import op_cost_table
 from ...data.split import DataSplit
 from ...errors import ConfigError
-from ...latency import latency_table
+from ...latency import Progress, describe_device, get_latency_table
 from ...modeling import find_supernet
 from ...utils.collectives import broadcast_object
 from ..clip import add_gradient_clipping
 from ..data import check_datasets
 from ..ddp import ddp_model
 from ..trainer import FNATrainer
-from .config import SearchSchedule, check_search_cfg
+from .config import LatencySettings, SearchSchedule, check_search_cfg
 from .outputs import SearchOutputs, SearchOutputWriter
 from .step import SearchStepRunner
 from .streams import DataStream, build_search_streams, mix_seed
@@ -139,9 +139,10 @@ class SearchTrainer(FNATrainer):
     @staticmethod
     def build_cost_tables(cfg: CfgNode, net: nn.Module) -> Tuple[CostTable, CostTable]:
         """(the search's cost table, the GMAdds table), once, at ``COST_INPUT_SIZE``. A latency
-        table is measured (or read from ``LATENCY_TABLE``) on rank 0 and shared; its entries
-        carry the table's whole-network calibration scale, which leaves the arch gradients of
-        the log cost loss unchanged (see ``fna_d2.latency``)."""
+        table is measured on ``LATENCY_DEVICE`` at ``LATENCY_BATCH`` (or read from
+        ``LATENCY_TABLE``; one from another device only with ``LATENCY_TABLE_FOREIGN``) on rank
+        0 and shared; its entries carry the table's whole-network calibration scale, which
+        leaves the arch gradients of the log cost loss unchanged (see ``fna_d2.latency``)."""
         s, os_ = cfg.MODEL.FNA.SEARCH, cfg.MODEL.FNA.OUTPUT_STRIDE
         size = tuple(int(v) for v in s.COST_INPUT_SIZE)
         madds = op_cost_table(net.space, size, "madds", output_stride=os_)
@@ -149,11 +150,14 @@ class SearchTrainer(FNATrainer):
             return madds, madds
         table = None
         if comm.is_main_process():
-            path = s.LATENCY_TABLE or os.path.join(cfg.OUTPUT_DIR, "latency_table.json")
-            table = latency_table(net.space.with_output_stride(os_), size, path=path,
-                                  repeats=int(s.LATENCY_REPEATS),
-                                  threads=int(s.LATENCY_THREADS) or None,
-                                  tune_malloc=bool(s.LATENCY_TUNE_MALLOC))
+            lat = LatencySettings.from_config(cfg)
+            lt = get_latency_table(net.space.with_output_stride(os_), size, path=lat.path,
+                                   repeats=lat.repeats, device=lat.device, threads=lat.threads,
+                                   tune_malloc=lat.tune_malloc, batch=lat.batch,
+                                   foreign=lat.foreign, progress=Progress(logger.info, 30.0))
+            logger.info(f"latency: the search's cost is the table {lat.path}, measured on "
+                        f"{describe_device(lt.device)}")
+            table = lt.entries()
         return broadcast_object(table, src=0), madds
 
     def build_hooks(self) -> List[HookBase]:
