@@ -14,8 +14,7 @@ softmax(alpha).
   disagreement is counted); detectron2's SGD updates every weight on a batch of the weight
   stream.
 
-The runner owns both data streams, the arch optimizer and the sampling generator, and
-checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
+The runner owns both data streams, the arch optimizer and the sampling generator, and checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
 """
 from __future__ import annotations
 
@@ -34,12 +33,12 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ...cost import expected_cost
-from ...utils.collectives import broadcast_object
+from ...utils.collectives import all_gather_object, broadcast_object
 from ...utils.freeze import frozen, frozen_bn_statistics
 from .config import SearchSchedule
 from .diagnostics import AlphaStats, alpha_stats, collapse_flags, collapse_warning
-from .state import (STATE_VERSION, check_resumable, module_attrs, restore_module_attrs,
-                    space_signature)
+from .state import (STATE_VERSION, check_resumable, own_rank_state, rank_state,
+                    restore_module_attrs, space_signature)
 from .streams import DataStream, mix_seed
 
 __all__ = ["SearchStepRunner"]
@@ -84,6 +83,7 @@ class SearchStepRunner(SimpleTrainer):
         self.last_healthy: Optional[Tuple[int, List[int]]] = None  # (iterations done, argmax)
         self.stop_reason = ""
         self._state = ""  # "", "skip_heavy" or "collapsed": for warnings on change only
+        self.rank_states: Optional[List[Dict[str, Any]]] = None  # every rank's, last iteration
 
     # -- one iteration
     def run_step(self) -> None:
@@ -98,6 +98,8 @@ class SearchStepRunner(SimpleTrainer):
         stats = alpha_stats(self.net)
         self._write_search_metrics(weight_logs, arch_logs, stats)
         self._watch_collapse(stats)
+        # every rank's own state, for the checkpoint rank 0 may write after this iteration
+        self.rank_states = all_gather_object(rank_state(self.model))
 
     def arch_step(self) -> Log:
         """Mixed ops, weights frozen: alpha <- Adam(task loss + cost loss) on an arch batch."""
@@ -224,12 +226,13 @@ class SearchStepRunner(SimpleTrainer):
             "space": space_signature(self.net),
             "last_healthy": self.last_healthy,
             "path_mismatches": self.path_mismatches,
-            "module_attrs": module_attrs(self.model),
+            "ranks": self.rank_states or [rank_state(self.model)],
         }
         return ret
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Resume (after :func:`~.state.check_resumable` accepted the checkpoint)."""
+        """Resume (after :func:`~.state.check_resumable` accepted the checkpoint); each rank
+        restores its own per-rank state (:func:`~.state.own_rank_state`)."""
         s = check_resumable(state_dict.get("search"), space_signature(self.net),
                             self.split_fingerprint)
         super().load_state_dict(state_dict)
@@ -239,4 +242,5 @@ class SearchStepRunner(SimpleTrainer):
         self.arch_stream.load_state_dict(s["arch_stream"])
         self.last_healthy = tuple(s["last_healthy"]) if s.get("last_healthy") else None
         self.path_mismatches = int(s.get("path_mismatches", 0))
-        restore_module_attrs(self.model, s.get("module_attrs", {}))
+        mine = own_rank_state(s, comm.get_rank(), comm.get_world_size())
+        restore_module_attrs(self.model, mine.get("module_attrs", {}))

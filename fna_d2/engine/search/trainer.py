@@ -12,6 +12,8 @@ rank) at each iteration; the super network's initialisation (alphas included) is
 ``MODEL.FNA.SEARCH.SEED``. The trainer state adds the arch optimizer, the sampling generator,
 the stream positions, the split fingerprint and the search-space signature, so a killed run
 resumed with ``--resume`` reaches bit-identical alphas (same device and thread count).
+Every rank's own state (RetinaNet's loss EMA) is gathered into the checkpoint and restored
+per rank, so a multi-process resume is exact too (:mod:`.state`).
 With ``STOP_ON_COLLAPSE`` the search stops at the first collapsed iteration
 (:mod:`.diagnostics`) and saves ``model_stopped_{iter}.pth``.
 """
