@@ -175,7 +175,8 @@ def test_checkpoint_holds_each_ranks_state_and_old_or_other_world_sizes_fall_bac
     _, out, _ = straight
     saved = torch.load(out / "model_0000001.pth", weights_only=True)["trainer"]["_trainer"]
     state = saved["search"]
-    assert state["version"] == STATE_VERSION == 2
+    assert state["version"] == STATE_VERSION == 2 and state["precision"] == "float32"
+    assert state["grad_scalers"] == {"weight": {}, "arch": {}}  # float32: no scaler
     (mine,) = state["ranks"]  # one process: one entry, RetinaNet's loss normaliser
     assert set(mine["module_attrs"]) == {""} and mine["module_attrs"][""] > 0
     two = {"ranks": [{"module_attrs": {"": 10.0, "x": 1.0}}, {"module_attrs": {"": 20.0}}]}
@@ -189,7 +190,7 @@ def test_checkpoint_holds_each_ranks_state_and_old_or_other_world_sizes_fall_bac
 
 
 def test_old_checkpoint_without_scaler_or_rank_state_resumes(straight, tmp_path):
-    """A version-1 search checkpoint (before per-rank state) still resumes, and
+    """A version-1 search checkpoint (before per-rank and scaler state) still resumes, and
     one process resumes it exactly."""
     trainer, out, _ = straight
     run = tmp_path / "run"
@@ -197,6 +198,8 @@ def test_old_checkpoint_without_scaler_or_rank_state_resumes(straight, tmp_path)
     ckpt = torch.load(run / "model_0000001.pth", weights_only=True)
     search = ckpt["trainer"]["_trainer"]["search"]
     search["module_attrs"] = search.pop("ranks")[0]["module_attrs"]
+    for key in ("precision", "grad_scalers"):
+        del search[key]
     search["version"] = 1
     torch.save(ckpt, run / "model_0000001.pth")
     (run / "last_checkpoint").write_text("model_0000001.pth")

@@ -1,13 +1,13 @@
 """What a search checkpoint holds beyond detectron2's trainer state, and when it may be
-resumed: the search space's signature, every rank's own state (RetinaNet's loss EMA) and the
-resume checks (:class:`~fna_d2.errors.SearchResumeError` for
+resumed: the search space's signature, every rank's own state (RetinaNet's loss EMA), the
+gradient scalers' state and the resume checks (:class:`~fna_d2.errors.SearchResumeError` for
 another space or another data split).
 
 Per-rank state: the checkpoint is written by rank 0, but RetinaNet's ``loss_normalizer`` (an
 EMA of each rank's own positive-anchor count) differs between ranks. The runner gathers every
 rank's :func:`rank_state` after each iteration, the checkpoint stores the list in rank order
 (``"ranks"``), and on resume each rank restores its own entry (:func:`own_rank_state`). The
-rest (stream positions, the sampling generator, optimizers) is the same on every rank
+rest (stream positions, the sampling generator, optimizers, scalers) is the same on every rank
 by construction. A checkpoint from another number of processes gives each rank the mean of the
 saved ranks' values, with a warning (the run goes on, not bit-exact: the per-rank split of each
 batch changed anyway). A version-1 checkpoint (before this) holds rank 0's values only; they go
@@ -28,7 +28,7 @@ __all__ = ["STATE_VERSION", "space_signature", "module_attrs", "restore_module_a
 
 logger = logging.getLogger(__name__)
 
-#: version of the ``"search"`` entry of the trainer state (2: per-rank state)
+#: version of the ``"search"`` entry of the trainer state (2: per-rank state, grad scalers)
 STATE_VERSION = 2
 
 
