@@ -150,6 +150,11 @@ def add_fna_config(cfg: CN) -> CN:
     # Step between windows, <= the size; 0 = ceil(2/3 * size) (513 for 769, DeepLab's setting).
     _C.MODEL.FNA.SEG.SLIDING_WINDOW_STRIDE = 0
 
+    # Mixed-precision dtype when SOLVER.AMP.ENABLED (detectron2 has the switch, not the dtype):
+    # "float16" (with a gradient scaler; GPU only) or "bfloat16" (no scaler; GPU or CPU).
+    # Read in fna_d2/engine/amp.py, used by the search and the adaptation trainer alike.
+    _C.SOLVER.AMP.PRECISION = "float16"
+
     _C.SOLVER.ARCH = CN()
     # Adam learning rate of the architecture parameters.
     _C.SOLVER.ARCH.BASE_LR = 3e-4

@@ -1,7 +1,8 @@
 """Collectives under a process group that refuses CPU tensors on the default group, as NCCL
 does (``_nccl_like``): the control plane (paths, flags, the latency table) and BN buffer
 averaging must go where CPU tensors are served, and 2 CPU processes must still agree on every
-path and alpha, share rank 0's latency table and resume where the checkpoint left off."""
+path and alpha, share rank 0's latency table and resume where the checkpoint left off, ending
+bit-exactly where the uninterrupted run did (every rank restores its own state)."""
 from __future__ import annotations
 
 import os
@@ -68,7 +69,10 @@ def test_control_plane_and_bn_averaging_under_nccl_like_group(tmp_path):
 
 
 def _snapshot(trainer):
+    from fna_d2.engine.search.state import module_attrs
+
     return {"alphas": [a.detach().clone() for a in trainer.net.arch_parameters()],
+            "loss_normalizer": module_attrs(trainer.model),
             "params": {k: v.detach().clone() for k, v in trainer.model.module.named_parameters()},
             "paths": list(trainer.runner.recent_paths), "start": trainer.start_iter,
             "mismatches": trainer.runner.path_mismatches}
@@ -131,3 +135,11 @@ def test_search_latency_table_and_resume_under_nccl_like_group(tmp_path):
     assert q0["mismatches"] == q1["mismatches"] == 0
     assert all(torch.equal(a, b) for a, b in zip(q0["alphas"], q1["alphas"]))
     assert all(torch.equal(q0["params"][k], q1["params"][k]) for k in q0["params"])
+    # each rank keeps its own loss normaliser (RetinaNet's EMA of its positive anchors) ...
+    assert s0["loss_normalizer"] != s1["loss_normalizer"]
+    # ... and gets it back on resume: the resumed run ends where the straight one did
+    for r in (r0, r1):
+        s, q = r["straight"], r["resumed"]
+        assert q["loss_normalizer"] == s["loss_normalizer"]
+        assert all(torch.equal(a, b) for a, b in zip(s["alphas"], q["alphas"]))
+        assert all(torch.equal(s["params"][k], q["params"][k]) for k in s["params"])

@@ -23,7 +23,8 @@ from fna_d2.arch import SKIP, load_arch
 from fna_d2.config import ConfigError
 from fna_d2.data.split import SplitError, image_ids_hash, make_split, save_split, split_indices
 from fna_d2.engine import SearchTrainer, build_trainer
-from fna_d2.engine.search import alpha_stats, check_search_cfg, mix_seed
+from fna_d2.engine.search import STATE_VERSION, alpha_stats, check_search_cfg, mix_seed
+from fna_d2.engine.search.state import own_rank_state
 from fna_d2.errors import SearchResumeError
 
 from _search_cfg import search_cfg
@@ -167,6 +168,58 @@ def test_resume_is_bit_exact(straight, tmp_path):
     ref, got = _params(trainer.model), _params(resumed.model)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert list(trainer.runner.recent_paths)[2:] == list(resumed.runner.recent_paths)
+
+
+def test_checkpoint_holds_each_ranks_state_and_old_or_other_world_sizes_fall_back(
+        straight, caplog):
+    _, out, _ = straight
+    saved = torch.load(out / "model_0000001.pth", weights_only=True)["trainer"]["_trainer"]
+    state = saved["search"]
+    assert state["version"] == STATE_VERSION == 2 and state["precision"] == "float32"
+    assert state["grad_scalers"] == {"weight": {}, "arch": {}}  # float32: no scaler
+    (mine,) = state["ranks"]  # one process: one entry, RetinaNet's loss normaliser
+    assert set(mine["module_attrs"]) == {""} and mine["module_attrs"][""] > 0
+    two = {"ranks": [{"module_attrs": {"": 10.0, "x": 1.0}}, {"module_attrs": {"": 20.0}}]}
+    assert own_rank_state(two, 1, 2) == {"module_attrs": {"": 20.0}}
+    with caplog.at_level(logging.WARNING, logger="fna_d2.engine.search"):
+        assert own_rank_state(two, 0, 1) == {"module_attrs": {"": 15.0, "x": 1.0}}
+        assert own_rank_state({"module_attrs": {"": 7.0}}, 1, 2) == {"module_attrs": {"": 7.0}}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("written by 2 processes, this run has 1" in m for m in messages)
+    assert any("state version 1" in m for m in messages)
+
+
+def test_old_checkpoint_without_scaler_or_rank_state_resumes(straight, tmp_path):
+    """A version-1 search checkpoint (before per-rank and scaler state) still resumes, and
+    one process resumes it exactly."""
+    trainer, out, _ = straight
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    ckpt = torch.load(run / "model_0000001.pth", weights_only=True)
+    search = ckpt["trainer"]["_trainer"]["search"]
+    search["module_attrs"] = search.pop("ranks")[0]["module_attrs"]
+    for key in ("precision", "grad_scalers"):
+        del search[key]
+    search["version"] = 1
+    torch.save(ckpt, run / "model_0000001.pth")
+    (run / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = build_trainer(search_cfg(run))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    resumed.train()
+    assert all(torch.equal(a, b) for a, b in zip(_alphas(trainer), _alphas(resumed)))
+
+
+def test_reading_a_stream_leaves_torchs_rng_alone(tmp_path):
+    """A resumed search makes its data iterators in another iteration than the straight run;
+    torch's DataLoader draws a seed from the global RNG then, which would shift in-model
+    randomness (the segmentation head's dropout) in that iteration."""
+    stream = build_trainer(search_cfg(tmp_path)).runner.weight_stream
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    stream.next()
+    stream.next()
+    assert torch.equal(before, torch.get_rng_state())
 
 
 def test_resume_from_another_space_is_refused(straight, tmp_path):

@@ -9,8 +9,10 @@ gradients taken as one vector is scaled down to at most ``CLIP_VALUE``
 :func:`add_gradient_clipping`; this module is the one place these keys are read and checked.
 
 Under DDP the gradients are all-reduced before the step, so every rank computes the same total
-norm and clips by the same factor. Under AMP, detectron2's ``AMPTrainer`` (and a
-``GradScaler``) unscales the gradients before calling ``step``, so the clip sees true values.
+norm and clips by the same factor. Under float16 AMP the loss is scaled, and the clip lives in
+``step``: detectron2's ``AMPTrainer`` and the search's weight step call
+``GradScaler.step(optimizer)``, which unscales the gradients before calling ``step``, so the
+clip sees true values (and a step with overflowed gradients is skipped before any clipping).
 """
 from __future__ import annotations
 

@@ -10,6 +10,8 @@
   "sem_seg" / "cityscapes_sem_seg" -> SemSegEvaluator with a NumPy-2-safe label loader);
 * for ``SemanticSegmentor`` models, a DeepLab-style train mapper (random resize, category-area
   constrained crop, flip) and DeepLab's LR schedulers (``WarmupPolyLR``);
+* mixed precision (``SOLVER.AMP``, :mod:`fna_d2.engine.amp`): detectron2's ``AMPTrainer`` on
+  CUDA with ``SOLVER.AMP.PRECISION`` (float16 or bfloat16), bfloat16 autocast on CPU;
 * a clear error when ``DATASETS.TRAIN`` / ``DATASETS.TEST`` names an unregistered dataset;
   demo datasets (``fna_d2.data.demo.DEMO_DATASETS``) are built on first use.
 
@@ -41,6 +43,7 @@ from ..modeling.ops import naive_sync_bn
 from ..modeling.sliding_window import check_sliding_window_meta_arch
 from ..tasks import is_semantic
 from ..utils import unwrap_model
+from .amp import AmpSettings, AutocastTrainer, amp_settings
 from .clip import add_gradient_clipping, without_clipping
 from .data import check_datasets, load_sem_seg_gt, train_mapper
 from .ddp import average_bn_buffers, ddp_model
@@ -61,13 +64,14 @@ class FNATrainer(DefaultTrainer):
             setup_logger()
         check_datasets(cfg)
         check_sliding_window_meta_arch(cfg)
+        amp_settings(cfg)  # SOLVER.AMP checked before anything is built
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = ddp_model(model, broadcast_buffers=False)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer)
+        self._trainer = self.build_step_runner(
+            amp_settings(cfg, next(model.parameters()).device), model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(
             cfg, model, bn_data_loader=data_loader, trainer=weakref.proxy(self))
@@ -86,6 +90,20 @@ class FNATrainer(DefaultTrainer):
         ``OUTPUT_DIR``."""
         return FNACheckpointer(model, cfg.OUTPUT_DIR, cfg=cfg, bn_data_loader=bn_data_loader,
                                **checkpointables)
+
+    @staticmethod
+    def build_step_runner(amp: AmpSettings, model: nn.Module, data_loader: Iterable[Any],
+                          optimizer: torch.optim.Optimizer) -> SimpleTrainer:
+        """The loop body: detectron2's ``SimpleTrainer``; with ``SOLVER.AMP`` on a CUDA model
+        detectron2's ``AMPTrainer`` (``precision`` from ``SOLVER.AMP.PRECISION``, a gradient
+        scaler for float16 only), on a CPU model :class:`~fna_d2.engine.amp.AutocastTrainer`
+        (bfloat16: :func:`~fna_d2.engine.amp.amp_settings` refuses float16 on CPU)."""
+        if not amp.enabled:
+            return SimpleTrainer(model, data_loader, optimizer)
+        if amp.device_type == "cuda":
+            return AMPTrainer(model, data_loader, optimizer, grad_scaler=amp.grad_scaler(),
+                              precision=amp.dtype)
+        return AutocastTrainer(model, data_loader, optimizer, amp)
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:

@@ -1,5 +1,6 @@
 """Collectives that are right on every backend: control-plane values (paths, flags, small ints,
-the latency table) broadcast from one rank, and an in-place all-reduce mean of tensors.
+the latency table, per-rank checkpoint state) broadcast from one rank or gathered from all, and
+an in-place all-reduce mean of tensors.
 
 Why a gloo group: detectron2's ``launch`` initialises the default group with NCCL whenever CUDA
 is available, and NCCL runs collectives on CUDA tensors only (a CPU tensor raises ``No backend
@@ -18,7 +19,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-__all__ = ["world_size", "control_group", "broadcast_object", "all_reduce_mean_"]
+__all__ = ["world_size", "control_group", "broadcast_object", "all_gather_object",
+           "all_reduce_mean_"]
 
 _CONTROL: Dict[str, Any] = {"world": None, "group": None}
 
@@ -51,6 +53,17 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src, group=group, device=torch.device("cpu"))
     return box[0]
+
+
+def all_gather_object(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` (any picklable value), in rank order, on every rank; ``[obj]`` with
+    one rank. Every rank must call it."""
+    group = control_group()
+    if group is None:
+        return [obj]
+    out: List[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj, group=group)
+    return out
 
 
 def all_reduce_mean_(tensors: Iterable[torch.Tensor]) -> None:

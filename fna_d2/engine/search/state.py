@@ -1,9 +1,22 @@
 """What a search checkpoint holds beyond detectron2's trainer state, and when it may be
-resumed: the search space's signature, RetinaNet's loss EMA and the resume checks
-(:class:`~fna_d2.errors.SearchResumeError` for another space or another data split)."""
+resumed: the search space's signature, every rank's own state (RetinaNet's loss EMA), the
+gradient scalers' state and the resume checks (:class:`~fna_d2.errors.SearchResumeError` for
+another space or another data split).
+
+Per-rank state: the checkpoint is written by rank 0, but RetinaNet's ``loss_normalizer`` (an
+EMA of each rank's own positive-anchor count) differs between ranks. The runner gathers every
+rank's :func:`rank_state` after each iteration, the checkpoint stores the list in rank order
+(``"ranks"``), and on resume each rank restores its own entry (:func:`own_rank_state`). The
+rest (stream positions, the sampling generator, optimizers, scalers) is the same on every rank
+by construction. A checkpoint from another number of processes gives each rank the mean of the
+saved ranks' values, with a warning (the run goes on, not bit-exact: the per-rank split of each
+batch changed anyway). A version-1 checkpoint (before this) holds rank 0's values only; they go
+to every rank, as they did then.
+"""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+import logging
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from torch import nn
 
@@ -11,10 +24,12 @@ from ...errors import SearchResumeError
 from ...utils import unwrap_model
 
 __all__ = ["STATE_VERSION", "space_signature", "module_attrs", "restore_module_attrs",
-           "check_resumable"]
+           "rank_state", "own_rank_state", "check_resumable"]
 
-#: version of the ``"search"`` entry of the trainer state
-STATE_VERSION = 1
+logger = logging.getLogger(__name__)
+
+#: version of the ``"search"`` entry of the trainer state (2: per-rank state, grad scalers)
+STATE_VERSION = 2
 
 
 def space_signature(net: nn.Module) -> Dict[str, Any]:
@@ -37,6 +52,31 @@ def restore_module_attrs(model: nn.Module, attrs: Mapping[str, float]) -> None:
     for name, value in attrs.items():
         if name in modules:
             modules[name].loss_normalizer = value
+
+
+def rank_state(model: nn.Module) -> Dict[str, Any]:
+    """This rank's own part of the search state (what differs between ranks)."""
+    return {"module_attrs": module_attrs(model)}
+
+
+def own_rank_state(state: Mapping[str, Any], rank: int, world: int) -> Dict[str, Any]:
+    """This rank's entry of a checkpoint's ``"search"`` state (see the module doc): its own
+    when the checkpoint has one per rank of this world size, else the fallbacks."""
+    ranks: Optional[Sequence[Mapping[str, Any]]] = state.get("ranks")
+    if ranks is None:  # version 1: rank 0's values only
+        if world > 1:
+            logger.warning("the search checkpoint (state version 1) holds rank 0's loss "
+                           "normaliser only; every rank resumes with it (not bit-exact)")
+        return {"module_attrs": dict(state.get("module_attrs", {}))}
+    if len(ranks) == world:
+        return dict(ranks[rank])
+    logger.warning(f"the search checkpoint was written by {len(ranks)} processes, this run has "
+                   f"{world}: every rank resumes with the mean of the saved ranks' loss "
+                   f"normalisers (the search continues, not bit-exact)")
+    names: List[str] = sorted(set().union(*(r["module_attrs"] for r in ranks)))
+    return {"module_attrs": {
+        n: sum(r["module_attrs"][n] for r in ranks if n in r["module_attrs"])
+        / sum(1 for r in ranks if n in r["module_attrs"]) for n in names}}
 
 
 def check_resumable(state: Optional[Mapping[str, Any]], signature: Mapping[str, Any],

@@ -14,8 +14,15 @@ softmax(alpha).
   disagreement is counted); detectron2's SGD updates every weight on a batch of the weight
   stream.
 
-The runner owns both data streams, the arch optimizer and the sampling generator, and
-checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
+Mixed precision (``SOLVER.AMP``, :class:`~fna_d2.engine.amp.AmpSettings`): both steps run
+their forward pass under autocast; the alphas, softmax(alpha) . cost table and the log cost
+loss stay float32 (computed outside autocast). With float16 each step has its own
+:class:`torch.amp.GradScaler` (``grad_scaler`` for the weight step's SGD, ``arch_grad_scaler``
+for the arch step's Adam: two backward passes of different losses, each scaled, unscaled before
+its optimizer's step, and skipped on overflow); bfloat16 needs none (the scalers are disabled).
+
+The runner owns both data streams, the arch optimizer, the sampling generator and the
+scalers, and checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
 """
 from __future__ import annotations
 
@@ -34,12 +41,13 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
 from ...cost import expected_cost
-from ...utils.collectives import broadcast_object
+from ...utils.collectives import all_gather_object, broadcast_object
 from ...utils.freeze import frozen, frozen_bn_statistics
+from ..amp import AmpSettings
 from .config import SearchSchedule
 from .diagnostics import AlphaStats, alpha_stats, collapse_flags, collapse_warning
-from .state import (STATE_VERSION, check_resumable, module_attrs, restore_module_attrs,
-                    space_signature)
+from .state import (STATE_VERSION, check_resumable, own_rank_state, rank_state,
+                    restore_module_attrs, space_signature)
 from .streams import DataStream, mix_seed
 
 __all__ = ["SearchStepRunner"]
@@ -65,8 +73,12 @@ class SearchStepRunner(SimpleTrainer):
     def __init__(self, model: nn.Module, net: nn.Module, weight_stream: DataStream,
                  arch_stream: DataStream, optimizer: torch.optim.Optimizer,
                  arch_optimizer: torch.optim.Optimizer, cost_table: Sequence[Sequence[float]],
-                 schedule: SearchSchedule, rng_seed: int, split_fingerprint: str = "") -> None:
+                 schedule: SearchSchedule, rng_seed: int, split_fingerprint: str = "",
+                 amp: AmpSettings = AmpSettings()) -> None:
         super().__init__(model, weight_stream.loader, optimizer)
+        self.amp = amp
+        self.grad_scaler = amp.grad_scaler()
+        self.arch_grad_scaler = amp.grad_scaler()
         self.net = net
         self.alphas = list(net.arch_parameters())
         alpha_ids = {id(a) for a in self.alphas}
@@ -84,6 +96,7 @@ class SearchStepRunner(SimpleTrainer):
         self.last_healthy: Optional[Tuple[int, List[int]]] = None  # (iterations done, argmax)
         self.stop_reason = ""
         self._state = ""  # "", "skip_heavy" or "collapsed": for warnings on change only
+        self.rank_states: Optional[List[Dict[str, Any]]] = None  # every rank's, last iteration
 
     # -- one iteration
     def run_step(self) -> None:
@@ -98,19 +111,24 @@ class SearchStepRunner(SimpleTrainer):
         stats = alpha_stats(self.net)
         self._write_search_metrics(weight_logs, arch_logs, stats)
         self._watch_collapse(stats)
+        # every rank's own state, for the checkpoint rank 0 may write after this iteration
+        self.rank_states = all_gather_object(rank_state(self.model))
 
     def arch_step(self) -> Log:
         """Mixed ops, weights frozen: alpha <- Adam(task loss + cost loss) on an arch batch."""
         data, data_time = _next_batch(self.arch_stream)
         self.net.set_mixed()
         with frozen(self.weights), frozen_bn_statistics(self.model):
-            loss_dict = self.model(data)
+            with self.amp.autocast():
+                loss_dict = self.model(data)
             task_loss = sum(loss_dict.values())
-            cost = self.expected_cost()
+            cost = self.expected_cost()  # float32: alphas and the table, outside autocast
             cost_loss = self.cost_loss(cost)
             self.arch_optimizer.zero_grad(set_to_none=True)
-            (task_loss + cost_loss).backward()
-            self.arch_optimizer.step()
+            scaler = self.arch_grad_scaler
+            scaler.scale(task_loss + cost_loss).backward()
+            scaler.step(self.arch_optimizer)
+            scaler.update()
         return {"losses": loss_dict, "cost": cost.detach(), "cost_loss": cost_loss.detach(),
                 "data_time": data_time}
 
@@ -119,12 +137,16 @@ class SearchStepRunner(SimpleTrainer):
         data, data_time = _next_batch(self.weight_stream)
         self.net.set_path(self.sample_path(mode))
         with frozen(self.alphas):
-            loss_dict = self.model(data)
+            with self.amp.autocast():
+                loss_dict = self.model(data)
             losses = sum(loss_dict.values())
             self.optimizer.zero_grad(set_to_none=True)
-            losses.backward()
+            self.grad_scaler.scale(losses).backward()
             self.after_backward()
-            self.optimizer.step()
+            # unscales the gradients first, so SOLVER.CLIP_GRADIENTS (inside the optimizer's
+            # step) clips true values; skips the step when float16 overflowed
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
         return {"losses": loss_dict, "data_time": data_time}
 
     # -- pieces of the algorithm
@@ -224,12 +246,16 @@ class SearchStepRunner(SimpleTrainer):
             "space": space_signature(self.net),
             "last_healthy": self.last_healthy,
             "path_mismatches": self.path_mismatches,
-            "module_attrs": module_attrs(self.model),
+            "precision": self.amp.precision,
+            "grad_scalers": {"weight": self.grad_scaler.state_dict(),
+                             "arch": self.arch_grad_scaler.state_dict()},
+            "ranks": self.rank_states or [rank_state(self.model)],
         }
         return ret
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Resume (after :func:`~.state.check_resumable` accepted the checkpoint)."""
+        """Resume (after :func:`~.state.check_resumable` accepted the checkpoint); each rank
+        restores its own per-rank state (:func:`~.state.own_rank_state`)."""
         s = check_resumable(state_dict.get("search"), space_signature(self.net),
                             self.split_fingerprint)
         super().load_state_dict(state_dict)
@@ -239,4 +265,21 @@ class SearchStepRunner(SimpleTrainer):
         self.arch_stream.load_state_dict(s["arch_stream"])
         self.last_healthy = tuple(s["last_healthy"]) if s.get("last_healthy") else None
         self.path_mismatches = int(s.get("path_mismatches", 0))
-        restore_module_attrs(self.model, s.get("module_attrs", {}))
+        self._load_scalers(s)
+        mine = own_rank_state(s, comm.get_rank(), comm.get_world_size())
+        restore_module_attrs(self.model, mine.get("module_attrs", {}))
+
+    def _load_scalers(self, s: Dict[str, Any]) -> None:
+        saved = s.get("precision", "float32")  # version 1 had no AMP
+        if saved != self.amp.precision:
+            logger.warning(f"the search checkpoint ran in {saved}, this run in "
+                           f"{self.amp.precision} (SOLVER.AMP): it continues, not bit-exact")
+        scalers = s.get("grad_scalers", {})
+        for name, scaler in (("weight", self.grad_scaler), ("arch", self.arch_grad_scaler)):
+            if scaler.is_enabled():
+                if scalers.get(name):
+                    scaler.load_state_dict(scalers[name])
+                else:
+                    logger.warning(f"the search checkpoint has no float16 gradient scaler "
+                                   f"state for the {name} step: it starts from the initial "
+                                   f"scale")

@@ -94,7 +94,7 @@ class SeededMapDataset(Dataset):
 
 class DataStream:
     """A batched loader over one half of the split that knows how many batches it has given
-    out (its checkpointable position)."""
+    out (its checkpointable position). Reading it leaves torch's global RNG as it was."""
 
     def __init__(self, name: str, dicts: Sequence[Dict[str, Any]], mapper, rng_seed: int,
                  total_batch_size: int, num_workers: int) -> None:
@@ -110,7 +110,11 @@ class DataStream:
     def next(self) -> List[Dict[str, Any]]:
         if self._it is None:
             self.sampler.start = self.consumed * self.batch_size
-            self._it = iter(self.loader)
+            # torch's DataLoader draws its base seed from the global RNG when an iterator is
+            # made: a resumed search makes it in another iteration than the straight run did,
+            # and the draw would shift in-model randomness (the segmentation head's dropout)
+            with torch.random.fork_rng(devices=[]):
+                self._it = iter(self.loader)
         batch = next(self._it)
         self.consumed += 1
         return batch

@@ -12,6 +12,9 @@ rank) at each iteration; the super network's initialisation (alphas included) is
 ``MODEL.FNA.SEARCH.SEED``. The trainer state adds the arch optimizer, the sampling generator,
 the stream positions, the split fingerprint and the search-space signature, so a killed run
 resumed with ``--resume`` reaches bit-identical alphas (same device and thread count).
+Every rank's own state (RetinaNet's loss EMA) is gathered into the checkpoint and restored
+per rank, so a multi-process resume is exact too (:mod:`.state`). ``SOLVER.AMP`` runs both
+steps under autocast (:mod:`.step`; float16 or bfloat16, ``SOLVER.AMP.PRECISION``).
 With ``STOP_ON_COLLAPSE`` the search stops at the first collapsed iteration
 (:mod:`.diagnostics`) and saves ``model_stopped_{iter}.pth``.
 """
@@ -38,6 +41,7 @@ from ...errors import ConfigError
 from ...latency import Progress, describe_device, get_latency_table
 from ...modeling import find_supernet
 from ...utils.collectives import broadcast_object
+from ..amp import amp_settings
 from ..clip import add_gradient_clipping
 from ..data import check_datasets
 from ..ddp import ddp_model
@@ -64,6 +68,7 @@ class SearchTrainer(FNATrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         check_search_cfg(cfg)
+        amp_settings(cfg)  # SOLVER.AMP checked before anything is built
         check_datasets(cfg, test=False)
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         self.cfg = cfg
@@ -77,11 +82,12 @@ class SearchTrainer(FNATrainer):
         arch_optimizer = self.build_arch_optimizer(cfg, self.net)
         self.split, weight_stream, arch_stream = self.build_search_streams(cfg)
         self.cost_table, self.madds_table = self.build_cost_tables(cfg, self.net)
+        amp = amp_settings(cfg, next(model.parameters()).device)
         model = ddp_model(model, broadcast_buffers=False, find_unused_parameters=True)
         self._trainer = SearchStepRunner(
             model, self.net, weight_stream, arch_stream, optimizer, arch_optimizer,
             self.cost_table, SearchSchedule.from_config(cfg), cfg.MODEL.FNA.SEARCH.SEED,
-            self.split.fingerprint)
+            self.split.fingerprint, amp=amp)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(
             cfg, model, bn_data_loader=weight_stream.loader, trainer=weakref.proxy(self))
