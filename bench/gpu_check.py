@@ -27,7 +27,7 @@ per-GPU batch per iteration at the measured speed. That assumes perfect data-par
 (gradient all-reduce and SyncBN traffic are not measured on one GPU), so it is a lower bound.
 
 ``--quick``: the same code path on CPU in about a minute (tiny images, batch 1, one step per
-phase, fp32); written to ``--out`` (default ``output/bench/quick/gpu_check.json``), never to
+phase, fp32 and bf16); written to ``--out`` (default ``output/bench/quick/gpu_check.json``), never to
 ``bench/results/gpu_check.json``. Without ``--quick`` the check refuses to run without CUDA
 (exit 2). Exit 1 when a run failed (its reason is in the result file), 0 otherwise.
 """
@@ -68,7 +68,7 @@ PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}
 FULL_MINUTES = 8.0
 #: command-line defaults of the full check (False) and of --quick (True)
 DEFAULTS = {False: dict(device="cuda", precisions="fp32,fp16,bf16", cold=3, iters=20, images=32),
-            True: dict(device="cpu", precisions="fp32", cold=1, iters=1, batch=1, images=4,
+            True: dict(device="cpu", precisions="fp32,bf16", cold=1, iters=1, batch=1, images=4,
                        threads=1)}
 FORMULA = {"search": "(WARMUP_ITERS * s_weight + (MAX_ITER - WARMUP_ITERS) * s_iteration) "
                      "* GPUS / 3600",
@@ -90,7 +90,6 @@ def schedule(kind: str) -> Dict[str, Any]:
            "max_size_train": int(cfg.INPUT.MAX_SIZE_TRAIN)}
     if kind == "search":
         out["warmup_iters"] = int(cfg.MODEL.FNA.SEARCH.WARMUP_ITERS)
-    out["has_amp_precision"] = "PRECISION" in cfg.SOLVER.AMP
     return out
 
 
@@ -169,10 +168,7 @@ def run_one(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, A
                            "amp_precision": PRECISIONS[precision],
                            "per_gpu_batch": a.batch or sched["per_gpu_batch"]}
     why = None
-    if PRECISIONS[precision] is not None and not sched["has_amp_precision"]:
-        why = ("this fna_d2 has no SOLVER.AMP.PRECISION key, so fp16 / bf16 cannot be chosen "
-               "(it comes with mixed precision for the search, issue 13 item 3)")
-    elif (precision == "bf16" and a.device.startswith("cuda")
+    if (precision == "bf16" and a.device.startswith("cuda")
           and not torch.cuda.is_bf16_supported()):
         why = "this GPU does not support bfloat16"
     if why:
@@ -311,7 +307,7 @@ def notes(a: argparse.Namespace) -> List[str]:
 def parse(argv=None) -> argparse.Namespace:
     ap = C.arg_parser(__doc__, "CPU smoke run of the same code path (about a minute)")
     ap.add_argument("--precisions", default=None,
-                    help="comma list of fp32,fp16,bf16 (default all three; --quick: fp32)")
+                    help="comma list of fp32,fp16,bf16 (default all three; --quick: fp32,bf16)")
     ap.add_argument("--device", default=None, help="default cuda (--quick: cpu)")
     ap.add_argument("--cold", type=int, default=None, help="untimed steps per phase (3; quick 1)")
     ap.add_argument("--iters", type=int, default=None, help="timed steps per phase (20; quick 1)")

@@ -41,16 +41,19 @@ def test_quick_run_times_both_configs_and_records_the_machine(quick):
     m = doc["machine"]
     assert m["cpu"] and m["torch"] and m["date"] and "cuda_version" in m
     assert m["gpu"] is None  # no GPU: none is claimed
-    assert [(x["config"], x["precision"]) for x in doc["runs"]] == [("search", "fp32"),
-                                                                     ("adapt", "fp32")]
+    assert sorted((x["config"], x["precision"]) for x in doc["runs"]) == [
+        ("adapt", "bf16"), ("adapt", "fp32"), ("search", "bf16"), ("search", "fp32")]
     for rec in doc["runs"]:
         assert rec["status"] == "ok", rec
         assert rec["peak_memory_mb"] is None  # CPU: no GPU memory to report
-        assert rec["observed_dtypes"] == ["torch.float32"]
+        # the first conv computed in the dtype asked for (bf16: SOLVER.AMP took effect)
+        want = "torch.bfloat16" if rec["precision"] == "bf16" else "torch.float32"
+        assert rec["observed_dtypes"] == [want], rec
         assert rec["input_sizes_hw"] and all(min(hw) == 64 for hw in rec["input_sizes_hw"])
         for s in rec["s_per_iter"].values():
             assert s["n"] == 1 and s["median"] > 0
-    search, adapt = doc["runs"]
+    search, adapt = [next(x for x in doc["runs"] if (x["config"], x["precision"]) == (c, "fp32"))
+                     for c in ("search", "adapt")]
     assert set(search["s_per_iter"]) == {"weight_step", "iteration"}
     assert set(adapt["s_per_iter"]) == {"step"}
     assert re.search(r"ETA \d", r.stderr)  # progress with an ETA goes to stderr
@@ -63,7 +66,8 @@ def test_projection_is_the_formula_of_the_recorded_numbers(quick):
     # the paper schedules as the COCO configs state them, not the quick run's
     assert (sch["search"]["max_iter"], sch["search"]["warmup_iters"]) == (102608, 58633)
     assert sch["search"]["per_gpu_batch"] == 1 and sch["adapt"]["per_gpu_batch"] == 4
-    search, adapt = doc["runs"]
+    search, adapt = [next(x for x in doc["runs"] if (x["config"], x["precision"]) == (c, "fp32"))
+                     for c in ("search", "adapt")]
     s, w, m = search["s_per_iter"], sch["search"]["warmup_iters"], sch["search"]["max_iter"]
     want = (w * s["weight_step"]["median"] + (m - w) * s["iteration"]["median"]) * 8 / 3600
     assert search["projection"]["gpu_hours"] == pytest.approx(want, rel=1e-9)
