@@ -133,6 +133,13 @@ def add_fna_config(cfg: CN) -> CN:
     # Apply the train augmentation to the arch half too (False: arch half sees resized images
     # only).
     _C.MODEL.FNA.SEARCH.ARCH_AUGMENT = True
+    # Apply the train augmentation to the weight half (False: resized images only, no flip or
+    # random resize; the FNA release's detection search, followed by the COCO/Cityscapes configs).
+    _C.MODEL.FNA.SEARCH.WEIGHT_AUGMENT = True
+    # Weight steps keep updating ops sampled earlier but not now with momentum and weight decay
+    # (zero gradients instead of none: the FNA release's PyTorch 1.1 behaviour, followed by the
+    # COCO/Cityscapes configs); False: an op off the sampled path is not touched at all.
+    _C.MODEL.FNA.SEARCH.UPDATE_UNSAMPLED_OPS = False
     # Write the argmax architecture every this many iterations (and always at the end).
     _C.MODEL.FNA.SEARCH.DERIVE_PERIOD = 1000
     # Warn (and record) when the derived net's share of skip layers exceeds this.
@@ -162,6 +169,9 @@ def add_fna_config(cfg: CN) -> CN:
     _C.SOLVER.ARCH.BETAS = (0.5, 0.999)
     # Weight decay of the architecture parameters.
     _C.SOLVER.ARCH.WEIGHT_DECAY = 1e-3
+    # Clip the global L2 norm of the alphas' gradients to this before each arch step (the FNA
+    # release clipped them at 35 like the weights'); 0 = no clipping.
+    _C.SOLVER.ARCH.CLIP_VALUE = 0.0
 
     _C.FNA_PIPELINE = CN()
     # Config of the search stage (relative paths are resolved against this config's folder).

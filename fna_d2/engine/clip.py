@@ -26,7 +26,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from ..errors import ConfigError
 
 __all__ = ["CLIP_TYPES", "GLOBAL_NORM", "check_clip_cfg", "add_gradient_clipping",
-           "without_clipping"]
+           "clip_global_norm", "without_clipping"]
 
 #: the global-norm clip type added by fna_d2 (Mask2Former's name for the same idea)
 GLOBAL_NORM = "full_model"
@@ -89,7 +89,16 @@ def add_gradient_clipping(cfg: CfgNode, optimizer: torch.optim.Optimizer
         return optimizer
     if c.CLIP_TYPE != GLOBAL_NORM:
         return maybe_add_gradient_clipping(cfg, optimizer)
+    return clip_global_norm(optimizer, float(c.CLIP_VALUE), float(c.NORM_TYPE))
+
+
+def clip_global_norm(optimizer: torch.optim.Optimizer, max_norm: float,
+                     norm_type: float = 2.0) -> torch.optim.Optimizer:
+    """``optimizer`` (changed in place and returned) whose ``step`` first clips the global
+    ``norm_type``-norm of all its parameters' gradients to ``max_norm``; state and
+    ``state_dict`` layout unchanged. Used for "full_model" and for the alphas
+    (``SOLVER.ARCH.CLIP_VALUE``)."""
     optimizer.__class__ = _global_norm_class(type(optimizer))
-    optimizer.clip_max_norm = float(c.CLIP_VALUE)
-    optimizer.clip_norm_type = float(c.NORM_TYPE)
+    optimizer.clip_max_norm = float(max_norm)
+    optimizer.clip_norm_type = float(norm_type)
     return optimizer

@@ -48,6 +48,9 @@ def check_search_cfg(cfg: CfgNode) -> None:
     if int(s.LATENCY_THREADS) < 0:
         raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_THREADS must be >= 0, got "
                           f"{s.LATENCY_THREADS}")
+    if not float(cfg.SOLVER.ARCH.CLIP_VALUE) >= 0:
+        raise ConfigError(f"SOLVER.ARCH.CLIP_VALUE must be >= 0 (0: no clipping of the alphas' "
+                          f"gradients), got {cfg.SOLVER.ARCH.CLIP_VALUE}")
     if int(s.LATENCY_REPEATS) < 1:
         raise ConfigError(f"MODEL.FNA.SEARCH.LATENCY_REPEATS must be >= 1, got "
                           f"{s.LATENCY_REPEATS}")
@@ -64,7 +67,8 @@ def check_search_cfg(cfg: CfgNode) -> None:
 @dataclass(frozen=True)
 class SearchSchedule:
     """The alternation's numbers: warm-up length, steps per cycle, the cost term's ``lam`` /
-    ``tau`` / ``cost_scale`` and the collapse rule's limits."""
+    ``tau`` / ``cost_scale``, the collapse rule's limits and whether weight steps keep updating
+    ops off the sampled path (``UPDATE_UNSAMPLED_OPS``)."""
 
     warmup_iters: int
     arch_steps: int
@@ -75,13 +79,15 @@ class SearchSchedule:
     skip_ratio_limit: float
     entropy_limit: float
     stop_on_collapse: bool
+    update_unsampled_ops: bool = False
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> "SearchSchedule":
         s = cfg.MODEL.FNA.SEARCH
         return cls(int(s.WARMUP_ITERS), int(s.ARCH_STEPS), int(s.WEIGHT_STEPS), float(s.LAMBDA),
                    float(s.TAU), float(s.COST_SCALE), float(s.COLLAPSE_SKIP_RATIO),
-                   float(s.COLLAPSE_ENTROPY), bool(s.STOP_ON_COLLAPSE))
+                   float(s.COLLAPSE_ENTROPY), bool(s.STOP_ON_COLLAPSE),
+                   bool(s.UPDATE_UNSAMPLED_OPS))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ softmax(alpha).
   the arch stream.
 * weight step (alpha frozen): one op per layer, sampled with a :class:`torch.Generator` seeded
   by ``SEED`` that advances identically on every rank (rank 0's path is also broadcast and any
-  disagreement is counted); detectron2's SGD updates every weight on a batch of the weight
-  stream.
+  disagreement is counted); detectron2's SGD updates the sampled path's weights (and, with
+  ``UPDATE_UNSAMPLED_OPS``, applies momentum and weight decay to ops sampled before) on a batch
+  of the weight stream.
 
 Mixed precision (``SOLVER.AMP``, :class:`~fna_d2.engine.amp.AmpSettings`): both steps run
 their forward pass under autocast; the alphas, softmax(alpha) . cost table and the log cost
@@ -140,7 +141,9 @@ class SearchStepRunner(SimpleTrainer):
             with self.amp.autocast():
                 loss_dict = self.model(data)
             losses = sum(loss_dict.values())
-            self.optimizer.zero_grad(set_to_none=True)
+            # None: ops off the path get no update at all; zeros (UPDATE_UNSAMPLED_OPS, the
+            # release): ops sampled before still get momentum and weight decay
+            self.optimizer.zero_grad(set_to_none=not self.schedule.update_unsampled_ops)
             self.grad_scaler.scale(losses).backward()
             self.after_backward()
             # unscales the gradients first, so SOLVER.CLIP_GRADIENTS (inside the optimizer's

@@ -98,7 +98,7 @@ class DataStream:
 
     def __init__(self, name: str, dicts: Sequence[Dict[str, Any]], mapper, rng_seed: int,
                  total_batch_size: int, num_workers: int) -> None:
-        self.name = name
+        self.name, self.mapper = name, mapper
         self.sampler = StreamSampler(len(dicts), mix_seed(rng_seed, name))
         self.batch_size = total_batch_size // comm.get_world_size()
         self.loader = build_batch_data_loader(
@@ -129,7 +129,8 @@ class DataStream:
 
 def build_search_streams(cfg: CfgNode) -> Tuple[DataSplit, DataStream, DataStream]:
     """Split ``DATASETS.TRAIN`` (seeded by ``MODEL.FNA.SEARCH.SEED``) and build the weight and
-    the arch stream (the arch half is augmented only with ``SEARCH.ARCH_AUGMENT``)."""
+    the arch stream (each half augmented only with ``SEARCH.WEIGHT_AUGMENT`` /
+    ``SEARCH.ARCH_AUGMENT``, else resized only)."""
     s = cfg.MODEL.FNA.SEARCH
     dicts = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
@@ -139,7 +140,7 @@ def build_search_streams(cfg: CfgNode) -> Tuple[DataSplit, DataStream, DataStrea
     kw = dict(rng_seed=s.SEED, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
               num_workers=cfg.DATALOADER.NUM_WORKERS)
     weight = DataStream("weight", [dicts[i] for i in split.weight_idx],
-                        train_mapper(cfg, augment=True), **kw)
+                        train_mapper(cfg, augment=bool(s.WEIGHT_AUGMENT)), **kw)
     arch = DataStream("arch", [dicts[i] for i in split.arch_idx],
                       train_mapper(cfg, augment=bool(s.ARCH_AUGMENT)), **kw)
     return split, weight, arch

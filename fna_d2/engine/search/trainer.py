@@ -42,7 +42,7 @@ from ...latency import Progress, describe_device, get_latency_table
 from ...modeling import find_supernet
 from ...utils.collectives import broadcast_object
 from ..amp import amp_settings
-from ..clip import add_gradient_clipping
+from ..clip import add_gradient_clipping, clip_global_norm
 from ..data import check_datasets
 from ..ddp import ddp_model
 from ..trainer import FNATrainer
@@ -132,10 +132,12 @@ class SearchTrainer(FNATrainer):
 
     @staticmethod
     def build_arch_optimizer(cfg: CfgNode, net: nn.Module) -> torch.optim.Optimizer:
-        """Adam over the alphas (``SOLVER.ARCH.BASE_LR / BETAS / WEIGHT_DECAY``)."""
+        """Adam over the alphas (``SOLVER.ARCH.BASE_LR / BETAS / WEIGHT_DECAY``), clipping the
+        global norm of their gradients to ``SOLVER.ARCH.CLIP_VALUE`` first when it is > 0."""
         a = cfg.SOLVER.ARCH
-        return torch.optim.Adam(net.arch_parameters(), lr=a.BASE_LR, betas=tuple(a.BETAS),
+        adam = torch.optim.Adam(net.arch_parameters(), lr=a.BASE_LR, betas=tuple(a.BETAS),
                                 weight_decay=a.WEIGHT_DECAY)
+        return clip_global_norm(adam, float(a.CLIP_VALUE)) if a.CLIP_VALUE > 0 else adam
 
     @classmethod
     def build_search_streams(cls, cfg: CfgNode) -> Tuple[DataSplit, DataStream, DataStream]:
