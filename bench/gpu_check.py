@@ -118,9 +118,11 @@ def run_opts(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, 
         opts += ["MODEL.FNA.SEARCH.WARMUP_ITERS", a.cold + a.iters]
     else:
         opts += ["MODEL.FNA.ARCH", os.path.join(C.REPO, ARCH)]
-    if a.quick:  # tiny inputs, no loader workers: the same code path in seconds
+    if a.quick:  # tiny inputs, no loader workers: the same code path in seconds (the test
+        # size too: the search's weight half is read without augmentation, at the test size)
         opts += ["INPUT.MIN_SIZE_TRAIN", f"({D.QUICK_SIZE},)", "INPUT.MAX_SIZE_TRAIN",
-                 D.QUICK_SIZE * 3 // 2, "DATALOADER.NUM_WORKERS", 0]
+                 D.QUICK_SIZE * 3 // 2, "INPUT.MIN_SIZE_TEST", D.QUICK_SIZE,
+                 "INPUT.MAX_SIZE_TEST", D.QUICK_SIZE * 3 // 2, "DATALOADER.NUM_WORKERS", 0]
     return opts
 
 
