@@ -185,6 +185,13 @@ def test_deeplab_search_is_the_papers_one_gpu_recipe():
     assert math.isclose(lrs[-1], 1e-3, rel_tol=1e-2)
     assert all(a <= b + 1e-12 for a, b in zip(lrs[:w], lrs[1:w + 1]))  # warm-up rises
     assert all(a >= b - 1e-12 for a, b in zip(lrs[w:], lrs[w + 1:]))  # cosine falls
+    # shortened to a few iterations (all warm-up), the rescaled cosine still builds and steps
+    short = _cfg("fna_deeplabv3_search.yaml")
+    short.SOLVER.MAX_ITER = 2
+    sched = FNATrainer.build_lr_scheduler(short, opt)
+    for _ in range(2):
+        opt.step()
+        sched.step()
     eight = _cfg("fna_deeplabv3_search_8gpu.yaml")
     assert eight.SOLVER.IMS_PER_BATCH == 16 and eight.MODEL.FNA.NORM == "SyncBN"
     assert eight.SOLVER.MAX_ITER == s.MAX_ITER

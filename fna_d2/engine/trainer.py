@@ -136,7 +136,16 @@ class FNATrainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
-        """Detectron2's schedulers plus DeepLab's ``WarmupPolyLR``."""
+        """Detectron2's schedulers plus DeepLab's ``WarmupPolyLR``. With
+        ``SOLVER.RESCALE_INTERVAL`` and a warm-up as long as the run (``WARMUP_ITERS >=
+        MAX_ITER``, e.g. a shortened check) there is no interval left to rescale into, which
+        detectron2 divides by: the schedule is then built without rescaling (the run is all
+        warm-up either way)."""
+        s = cfg.SOLVER
+        if s.RESCALE_INTERVAL and s.WARMUP_ITERS >= s.MAX_ITER:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.RESCALE_INTERVAL = False
         return deeplab_lr_scheduler(cfg, optimizer)
 
     @classmethod
