@@ -26,7 +26,8 @@ Every checkpoint it writes carries the backbone's architecture record under
 name); a checkpoint whose record is not the model's is refused with
 :class:`~fna_d2.errors.ArchMismatchError` when loaded (the backbone builders check
 ``MODEL.WEIGHTS`` the same way, and build a derived network from the record when
-``MODEL.FNA.ARCH`` is empty or missing). Checkpoints are read with ``weights_only=True``.
+``MODEL.FNA.ARCH`` is empty or missing); a search resuming in another space is left to the
+search's own check (``SearchResumeError``). Checkpoints are read with ``weights_only=True``.
 
 Checkpoints and the ``last_checkpoint`` tag are written atomically (to a temporary file,
 renamed once complete), so a run killed while saving keeps its last good checkpoint: the
@@ -105,15 +106,7 @@ def remap_into_model(model: nn.Module, cfg) -> RemapReport:
                                     "random init", seed_weights=f.SEED_WEIGHTS)
     path, backbone = find_fna_backbone(model)
     seed_sd, seed_arch, seed_obj = _read_seed(f.SEED_WEIGHTS, f.SEED_LAYOUT)
-    advice = preprocessing_advice(seed_arch.meta["layout"], seed_obj, {
-        "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD": list(cfg.MODEL.PIXEL_STD),
-        "MODEL.FNA.BN_EPS": f.BN_EPS})
-    if advice:
-        logger.warning(
-            "MODEL.FNA.SEED_WEIGHTS=%r is a %s-layout seed, trained with other inputs or BN eps "
-            "than the Keras seed whose settings this config keeps: set %s", f.SEED_WEIGHTS,
-            seed_arch.meta["layout"], ", ".join(f"{k} {want} (now {now})"
-                                                for k, (now, want) in advice.items()))
+    advice = _advise_preprocessing(cfg, seed_arch.meta["layout"], seed_obj)
     target, init, model_layout = _target_of(backbone)
     out, report = remap(seed_sd, seed_arch, target, width=f.REMAP.WIDTH,
                         kernel=f.REMAP.KERNEL, target_init=init)
@@ -126,6 +119,21 @@ def remap_into_model(model: nn.Module, cfg) -> RemapReport:
     if advice:
         report.meta["preprocessing_advice"] = {k: want for k, (_, want) in advice.items()}
     return report
+
+
+def _advise_preprocessing(cfg, layout: str, seed_obj: Any) -> Dict[str, Tuple[Any, Any]]:
+    """Warn (naming each key, the value to set and the current one) when a seed of
+    ``layout`` meets a config that keeps the Keras seed's normalisation / BN eps."""
+    advice = preprocessing_advice(layout, seed_obj, {
+        "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN),
+        "MODEL.PIXEL_STD": list(cfg.MODEL.PIXEL_STD), "MODEL.FNA.BN_EPS": cfg.MODEL.FNA.BN_EPS})
+    if advice:
+        logger.warning(
+            "MODEL.FNA.SEED_WEIGHTS=%r is a %s-layout seed, trained with other inputs or BN eps "
+            "than the Keras seed whose settings this config keeps: set %s",
+            cfg.MODEL.FNA.SEED_WEIGHTS, layout,
+            ", ".join(f"{k} {want} (now {now})" for k, (now, want) in advice.items()))
+    return advice
 
 
 def _read_seed(uri: str, layout: str) -> Tuple[Dict[str, torch.Tensor], Arch, Any]:
@@ -241,7 +249,8 @@ class FNACheckpointer(DetectionCheckpointer):
         loaded = super()._load_file(filename)
         record = loaded.pop(CHECKPOINT_ARCH_KEY, None) if isinstance(loaded, dict) else None
         found = fna_backbones(self.model)
-        if record is not None and len(found) == 1:
+        # a search's own resume check (engine.search.state) names another space and the split
+        if record is not None and len(found) == 1 and not isinstance(found[0][1], SuperNet):
             resumed = os.path.dirname(os.path.abspath(filename)) == os.path.abspath(self.save_dir)
             check_record(record, found[0][1], repr(filename), fix=(
                 f"The run in {self.save_dir} was trained with the checkpoint's architecture: "
