@@ -22,21 +22,26 @@ import sys
 from torch.multiprocessing import ProcessExitedException
 
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
 
 import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer, evaluate_only
 from fna_d2.errors import FNAError
+from fna_d2.utils import FNA_LOGGER, setup_logging
 
 #: exit code for bad input (an FNAError), as argparse uses for a bad command line
 EXIT_BAD_INPUT = 2
 
 
 def setup(args):
-    """Build the frozen config from ``--config-file`` and command-line overrides."""
+    """Build the frozen config from ``--config-file`` and command-line overrides; set up the
+    loggers: detectron2's and fvcore's by ``default_setup``, fna_d2's the same way (console on
+    the main process, ``OUTPUT_DIR/log.txt``)."""
     cfg = get_fna_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logging(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), names=(FNA_LOGGER,))
     return cfg
 
 

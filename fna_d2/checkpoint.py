@@ -1,19 +1,33 @@
-"""Seed-weight remapping routed through detectron2's checkpointer.
+"""Seed-weight remapping routed through detectron2's checkpointer, and checkpoints that carry
+their architecture.
 
 :class:`FNACheckpointer` is a :class:`~detectron2.checkpoint.DetectionCheckpointer` whose
 :meth:`~FNACheckpointer.resume_or_load` does, in order:
 
 1. ``resume=True`` and ``OUTPUT_DIR/last_checkpoint`` exists: resume as detectron2 does;
-   **no remapping** (the checkpoint already holds trained weights).
-2. Otherwise (a fresh start), if ``cfg.MODEL.FNA.SEED_WEIGHTS`` is set:
-   :func:`remap_into_model` remaps the seed into the model's FNA backbone (strict: every key
-   and shape of the backbone must be produced, never a partial load) and writes
-   ``OUTPUT_DIR/remap_report.{json,txt}``; with ``MODEL.FNA.REMAP.ENABLED`` False nothing is
-   remapped (random init) and the report says so.
-3. ``MODEL.WEIGHTS`` keeps its usual meaning: if set it is loaded after remapping.
+   **no remapping** (the checkpoint already holds trained weights). A last checkpoint that
+   cannot be read (truncated by a run killed while copying it, say) is named in a warning and
+   the newest readable checkpoint of ``OUTPUT_DIR`` is resumed instead; with none readable,
+   :class:`~fna_d2.errors.CheckpointError` names the file and the fix.
+2. Otherwise (a fresh start), if ``MODEL.WEIGHTS`` holds every tensor of the FNA backbone (a
+   trained model, e.g. for ``--eval-only``), it is loaded and the seed is **not** remapped:
+   evaluating a trained model needs nothing but the model.
+3. Otherwise, if ``cfg.MODEL.FNA.SEED_WEIGHTS`` is set: :func:`remap_into_model` remaps the
+   seed into the model's FNA backbone (strict: every key and shape of the backbone must be
+   produced, never a partial load) and writes ``OUTPUT_DIR/remap_report.{json,txt}``; with
+   ``MODEL.FNA.REMAP.ENABLED`` False nothing is remapped (random init) and the report says
+   so. Then ``MODEL.WEIGHTS``, if set, is loaded (e.g. heads only).
 4. With ``MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS > 0`` and a ``bn_data_loader`` given to the
-   checkpointer, BN statistics are recalibrated (:func:`recalibrate_bn`) after 2-3. Trainers
+   checkpointer, BN statistics are recalibrated (:func:`recalibrate_bn`) after 3. Trainers
    that build their loader later can call :func:`recalibrate_bn` themselves.
+
+Every checkpoint it writes carries the backbone's architecture record under
+``fna_d2.arch.CHECKPOINT_ARCH_KEY`` (the architecture's JSON document, or the search space's
+name); a checkpoint whose record is not the model's is refused with
+:class:`~fna_d2.errors.ArchMismatchError` when loaded (the backbone builders check
+``MODEL.WEIGHTS`` the same way, and build a derived network from the record when
+``MODEL.FNA.ARCH`` is empty or missing); a search resuming in another space is left to the
+search's own check (``SearchResumeError``). Checkpoints are read with ``weights_only=True``.
 
 Checkpoints and the ``last_checkpoint`` tag are written atomically (to a temporary file,
 renamed once complete), so a run killed while saving keeps its last good checkpoint: the
@@ -40,10 +54,14 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 
-from .errors import RemapError
-from .modeling import DerivedNet, MobileNetV2Seed, SuperNet
-from .remap import RemapReport, from_canonical, load_seed_file, remap, to_canonical
-from .utils import atomic_open, unwrap_model, write_json, write_text
+from .arch import CHECKPOINT_ARCH_KEY, Arch
+from .errors import CheckpointError, RemapError
+from .modeling import MobileNetV2Seed, SuperNet, backbone_record, check_record, fna_backbones
+from .remap import RemapReport, from_canonical, remap, to_canonical
+from .seeds.files import is_detectron2_checkpoint, unwrap_state_dict
+from .seeds.preprocessing import preprocessing_advice
+from .seeds.uri import load_seed_checkpoint
+from .utils import atomic_open, peek_torch_file, unwrap_model, write_json, write_text
 
 __all__ = ["FNACheckpointer", "AtomicWritePathManager", "remap_into_model",
            "find_fna_backbone", "recalibrate_bn", "write_report", "REPORT_NAME"]
@@ -57,8 +75,7 @@ def find_fna_backbone(model: nn.Module) -> Tuple[str, nn.Module]:
     MobileNetV2Seed) inside ``model`` (e.g. ``backbone.bottom_up`` under an FPN).
 
     Raises :class:`RemapError` if there is none or more than one."""
-    found = [(n, m) for n, m in unwrap_model(model).named_modules()
-             if isinstance(m, (SuperNet, DerivedNet, MobileNetV2Seed))]
+    found = fna_backbones(model)
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} ({', '.join(n or '<model>' for n, _ in found)})"
         raise RemapError(f"MODEL.FNA.SEED_WEIGHTS is set but the model has {what} FNA "
@@ -88,7 +105,8 @@ def remap_into_model(model: nn.Module, cfg) -> RemapReport:
         return RemapReport.disabled("MODEL.FNA.REMAP.ENABLED is False: backbone left at its "
                                     "random init", seed_weights=f.SEED_WEIGHTS)
     path, backbone = find_fna_backbone(model)
-    seed_sd, seed_arch = to_canonical(load_seed_file(f.SEED_WEIGHTS), f.SEED_LAYOUT)
+    seed_sd, seed_arch, seed_obj = _read_seed(f.SEED_WEIGHTS, f.SEED_LAYOUT)
+    advice = _advise_preprocessing(cfg, seed_arch.meta["layout"], seed_obj)
     target, init, model_layout = _target_of(backbone)
     out, report = remap(seed_sd, seed_arch, target, width=f.REMAP.WIDTH,
                         kernel=f.REMAP.KERNEL, target_init=init)
@@ -98,7 +116,43 @@ def remap_into_model(model: nn.Module, cfg) -> RemapReport:
     backbone.load_state_dict(out, strict=True)
     report.meta.update(seed_weights=f.SEED_WEIGHTS, backbone=path or "<model>",
                        backbone_type=type(backbone).__name__, model_layout=model_layout)
+    if advice:
+        report.meta["preprocessing_advice"] = {k: want for k, (_, want) in advice.items()}
     return report
+
+
+def _advise_preprocessing(cfg, layout: str, seed_obj: Any) -> Dict[str, Tuple[Any, Any]]:
+    """Warn (naming each key, the value to set and the current one) when a seed of
+    ``layout`` meets a config that keeps the Keras seed's normalisation / BN eps."""
+    advice = preprocessing_advice(layout, seed_obj, {
+        "MODEL.PIXEL_MEAN": list(cfg.MODEL.PIXEL_MEAN),
+        "MODEL.PIXEL_STD": list(cfg.MODEL.PIXEL_STD), "MODEL.FNA.BN_EPS": cfg.MODEL.FNA.BN_EPS})
+    if advice:
+        logger.warning(
+            "MODEL.FNA.SEED_WEIGHTS=%r is a %s-layout seed, trained with other inputs or BN eps "
+            "than the Keras seed whose settings this config keeps: set %s",
+            cfg.MODEL.FNA.SEED_WEIGHTS, layout,
+            ", ".join(f"{k} {want} (now {now})" for k, (now, want) in advice.items()))
+    return advice
+
+
+def _read_seed(uri: str, layout: str) -> Tuple[Dict[str, torch.Tensor], Arch, Any]:
+    """(canonical state dict, seed arch, the file's object) of ``MODEL.FNA.SEED_WEIGHTS``;
+    a :class:`RemapError` names the key and the file, and says when the file is a whole
+    detectron2 model, which belongs in ``MODEL.WEIGHTS``."""
+    obj = None
+    try:
+        obj = load_seed_checkpoint(uri)
+        sd, arch = to_canonical(unwrap_state_dict(obj, where=uri), layout)
+    except RemapError as e:
+        hint = ""
+        if is_detectron2_checkpoint(obj):
+            what = "'model' and 'iteration'" if "iteration" in obj else "'model'"
+            hint = (f". This file is a detectron2 checkpoint (a whole model: {what}), not seed "
+                    f"weights: load it with MODEL.WEIGHTS instead and leave "
+                    f"MODEL.FNA.SEED_WEIGHTS empty")
+        raise RemapError(f"MODEL.FNA.SEED_WEIGHTS={uri!r}: {e}{hint}") from None
+    return sd, arch, obj
 
 
 def write_report(report: RemapReport, output_dir: str) -> Optional[str]:
@@ -174,17 +228,96 @@ class FNACheckpointer(DetectionCheckpointer):
         self.bn_data_loader = bn_data_loader
         self.remap_report: Optional[RemapReport] = None
 
+    # -- writing: every checkpoint carries the backbone's architecture
+    def save(self, name: str, **kwargs: Any) -> None:
+        found = fna_backbones(self.model)
+        if len(found) == 1:
+            kwargs.setdefault(CHECKPOINT_ARCH_KEY, backbone_record(found[0][1]))
+        super().save(name, **kwargs)
+
+    # -- reading: weights_only, unreadable files named, the architecture checked
+    def _torch_load(self, f: str) -> Any:
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling and zip errors come in many types
+            raise CheckpointError(f"{f}: cannot be read as a torch checkpoint ({_first_line(e)})"
+                                  "; it may be truncated or corrupt (a run killed while "
+                                  "writing or copying it): copy it again, or load another "
+                                  "checkpoint") from None
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        loaded = super()._load_file(filename)
+        record = loaded.pop(CHECKPOINT_ARCH_KEY, None) if isinstance(loaded, dict) else None
+        found = fna_backbones(self.model)
+        # a search's own resume check (engine.search.state) names another space and the split
+        if record is not None and len(found) == 1 and not isinstance(found[0][1], SuperNet):
+            resumed = os.path.dirname(os.path.abspath(filename)) == os.path.abspath(self.save_dir)
+            check_record(record, found[0][1], repr(filename), fix=(
+                f"The run in {self.save_dir} was trained with the checkpoint's architecture: "
+                "resume it with the config it was started with, or train into a new "
+                "OUTPUT_DIR." if resumed else ""))
+        return loaded
+
+    # -- start-up
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         if resume and self.has_checkpoint():
-            logger.info("Resuming from %s: seed weights are not remapped",
-                        self.get_checkpoint_file())
+            last = self.newest_readable_checkpoint()
+            logger.info("Resuming from %s: seed weights are not remapped", last)
             self.remap_report = None
-            return super().resume_or_load(path, resume=True)
+            return self.load(last)
+        if path and self._covers_backbone(path):
+            logger.info("%s holds every tensor of the FNA backbone: loading it without "
+                        "remapping the seed (MODEL.FNA.SEED_WEIGHTS)", path)
+            self.remap_report = None
+            return self.load(path, checkpointables=[])
         remapped = self._remap_seed()
         ret = self.load(path, checkpointables=[])
         if remapped:
             self._maybe_recalibrate()
         return ret
+
+    def newest_readable_checkpoint(self) -> str:
+        """The checkpoint ``last_checkpoint`` names if it can be read; otherwise (with a
+        warning naming it) the newest readable training checkpoint of the save folder; with
+        none, :class:`CheckpointError` naming the file and the fix."""
+        last = self.get_checkpoint_file()
+        why = _unreadable(last, need_iteration=False)
+        if why is None:
+            return last
+        others = [f for f in self.get_all_checkpoint_files()
+                  if os.path.abspath(f) != os.path.abspath(last)
+                  and ".tmp." not in os.path.basename(f)]  # a write in progress (utils.io)
+        for f in sorted(others, key=os.path.getmtime, reverse=True):
+            if _unreadable(f, need_iteration=True) is None:
+                logger.warning("The last checkpoint %s cannot be read (%s): resuming from %s, "
+                               "the newest readable checkpoint in %s", last, why, f,
+                               self.save_dir)
+                return f
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        raise CheckpointError(
+            f"cannot resume from {self.save_dir}: its last checkpoint {last} cannot be read "
+            f"({why}) and no other checkpoint there can. Copy the file again if it is a bad "
+            f"copy; or delete it and {tag} to train from the start in this OUTPUT_DIR (or "
+            f"start without --resume, or use a new OUTPUT_DIR)")
+
+    def _covers_backbone(self, path: str) -> bool:
+        """True when the local torch file ``path`` holds every tensor of the model's FNA
+        backbone (read without its tensors); False for anything else, which :meth:`load`
+        then reads (and reports) as usual."""
+        found = fna_backbones(self.model)
+        if len(found) != 1 or "://" in path or not os.path.isfile(path) \
+                or path.endswith((".pkl", ".pyth")):
+            return False
+        try:
+            obj = peek_torch_file(path)
+        except Exception:  # load() names the file and the error
+            return False
+        sd = obj.get("model", obj) if isinstance(obj, dict) else None
+        if not isinstance(sd, dict):
+            return False
+        name, backbone = found[0]
+        prefix = f"{name}." if name else ""
+        return all(prefix + k in sd for k in backbone.state_dict())
 
     def _remap_seed(self) -> bool:
         """Remap the seed if configured; log and write the report. True if weights changed."""
@@ -221,3 +354,25 @@ class FNACheckpointer(DetectionCheckpointer):
         if self.remap_report is not None:
             self.remap_report.meta["bn_recalibration"] = {"iters": iters, "bn_layers": n}
             write_report(self.remap_report, self.cfg.OUTPUT_DIR or self.save_dir)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
+
+
+def _unreadable(path: str, need_iteration: bool) -> Optional[str]:
+    """Why the checkpoint ``path`` cannot be resumed from (None if it can): missing, not a
+    torch file (truncated, corrupt) or no training checkpoint (no ``model``, or with
+    ``need_iteration`` no ``iteration``). Reads the file without its tensors."""
+    if not path or not os.path.isfile(path):
+        return "the file does not exist"
+    try:
+        obj = peek_torch_file(path)
+    except Exception as e:  # unpickling and zip errors come in many types
+        return _first_line(e)
+    if not isinstance(obj, dict) or "model" not in obj:
+        return "not a checkpoint: no 'model'"
+    if need_iteration and "iteration" not in obj:
+        return "not a training checkpoint: no 'iteration'"
+    return None

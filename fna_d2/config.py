@@ -48,7 +48,8 @@ def add_fna_config(cfg: CN) -> CN:
     # "derived" (the architecture in MODEL.FNA.ARCH).
     _C.MODEL.FNA.NETWORK = "derived"
     # Arch file (versioned JSON or the FNA authors' one-line format) for NETWORK="derived".
-    # Empty means the seed architecture itself.
+    # Empty (or a file that does not exist): the architecture stored in the checkpoint
+    # MODEL.WEIGHTS when fna_d2 wrote it for a derived network, else (empty) the seed's.
     _C.MODEL.FNA.ARCH = ""
     # Search space for NETWORK="super": "detection" (4,4,4,4,4,1 layers, 21 searchable) or
     # "segmentation" (4,4,6,6,4,1 layers, 25 searchable).

@@ -8,9 +8,9 @@ message names the file, key or value at fault.
 """
 from __future__ import annotations
 
-__all__ = ["FNAError", "ConfigError", "ArchError", "RemapError", "SeedWeightsError",
-           "SplitError", "LatencyTableError", "SearchResumeError", "DatasetNotRegisteredError",
-           "PipelineError", "CompareError"]
+__all__ = ["FNAError", "ConfigError", "ArchError", "ArchMismatchError", "RemapError",
+           "SeedWeightsError", "CheckpointError", "SplitError", "LatencyTableError",
+           "SearchResumeError", "DatasetNotRegisteredError", "PipelineError", "CompareError"]
 
 
 class FNAError(Exception):
@@ -25,12 +25,22 @@ class ArchError(FNAError, ValueError):
     """A malformed architecture, search space or arch file. The message names where."""
 
 
+class ArchMismatchError(ArchError):
+    """A checkpoint written for one architecture, loaded with a config (or model) of another;
+    the message names both architectures and where each came from."""
+
+
 class RemapError(FNAError, ValueError):
     """Remapping cannot proceed; the message names the tensor(s) and shapes involved."""
 
 
 class SeedWeightsError(FNAError, RuntimeError):
     """The seed weights cannot be found, read or cached."""
+
+
+class CheckpointError(FNAError, RuntimeError):
+    """A checkpoint that cannot be read (truncated, corrupt, missing); the message names the
+    file and what to do."""
 
 
 class SplitError(FNAError, ValueError):

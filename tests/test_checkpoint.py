@@ -4,6 +4,7 @@ resume without re-remapping, MODEL.WEIGHTS after remapping, disabled remapping, 
 BN recalibration, and a short RetinaNet training on the tree demo."""
 import copy
 import json
+import logging
 import os
 
 import pytest
@@ -16,6 +17,7 @@ from fna_d2.arch import SKIP, Arch, fna_retinanet_arch, parse_op, save_arch
 from fna_d2.checkpoint import (FNACheckpointer, find_fna_backbone, recalibrate_bn,
                                remap_into_model)
 from fna_d2.config import get_fna_cfg
+from fna_d2.errors import CheckpointError, FNAError
 from fna_d2.modeling import DerivedNet, SuperNet
 from fna_d2.remap import RemapError
 from fna_d2.arch import detection_space, mobilenetv2_arch
@@ -183,21 +185,44 @@ def test_resume_does_not_remap_again(tmp_path, keras_seed, arch_file):
     assert ck3.remap_report is not None and (tmp_path / "remap_report.json").exists()
 
 
-def test_model_weights_are_loaded_after_remapping(tmp_path, keras_seed, arch_file):
+def test_partial_model_weights_are_loaded_after_remapping(tmp_path, keras_seed, arch_file):
+    """MODEL.WEIGHTS without the backbone (here: the heads and the FPN of another run): the
+    seed is remapped into the backbone first, then MODEL.WEIGHTS loads the rest."""
     cfg = _cfg(tmp_path / "a", arch_file)
     model = build_model(cfg)
     with torch.no_grad():
-        _backbone(model).stem.conv.weight.fill_(0.25)
-    ck = FNACheckpointer(model, str(tmp_path / "a"))
-    os.makedirs(tmp_path / "a", exist_ok=True)
-    ck.save("weights")
+        model.head.cls_score.weight.fill_(0.25)
+    partial = {k: v for k, v in model.state_dict().items()
+               if not k.startswith("backbone.bottom_up.")}
+    os.makedirs(tmp_path / "a")
+    torch.save({"model": partial}, tmp_path / "a" / "heads.pth")
     cfg2 = _cfg(tmp_path / "b", arch_file, "derived", "MODEL.WEIGHTS",
-                str(tmp_path / "a" / "weights.pth"))
+                str(tmp_path / "a" / "heads.pth"))
     model2 = build_model(cfg2)
     ck2 = FNACheckpointer(model2, cfg2.OUTPUT_DIR, cfg=cfg2)
     ck2.resume_or_load(cfg2.MODEL.WEIGHTS, resume=True)
     assert ck2.remap_report.enabled  # remapped first ...
-    assert (_backbone(model2).stem.conv.weight == 0.25).all()  # ... then MODEL.WEIGHTS
+    assert torch.equal(_backbone(model2).stem.conv.weight, keras_seed["features.0.0.weight"])
+    assert (model2.head.cls_score.weight == 0.25).all()  # ... then MODEL.WEIGHTS
+    assert all(torch.equal(model2.state_dict()[k], v) for k, v in partial.items())
+
+
+def test_whole_model_weights_are_loaded_without_the_seed(tmp_path, arch_file):
+    """MODEL.WEIGHTS holding the whole backbone (a trained model): loaded as it is, the seed
+    is neither read (SEED_WEIGHTS names a missing file here) nor remapped, no report."""
+    cfg = _cfg(tmp_path / "a", arch_file, "derived", "MODEL.FNA.SEED_WEIGHTS", "")
+    torch.manual_seed(3)
+    model = build_model(cfg)
+    os.makedirs(tmp_path / "a")
+    FNACheckpointer(model, str(tmp_path / "a")).save("trained", iteration=5)
+    cfg2 = _cfg(tmp_path / "b", arch_file, "derived", "MODEL.FNA.SEED_WEIGHTS",
+                str(tmp_path / "no_such_seed.pth"), "MODEL.WEIGHTS",
+                str(tmp_path / "a" / "trained.pth"))
+    torch.manual_seed(4)
+    model2 = build_model(cfg2)
+    ck2 = FNACheckpointer(model2, cfg2.OUTPUT_DIR, cfg=cfg2)
+    ck2.resume_or_load(cfg2.MODEL.WEIGHTS, resume=False)
+    assert ck2.remap_report is None and not (tmp_path / "b").exists()
     assert all(torch.equal(model2.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
@@ -270,6 +295,75 @@ def test_a_save_that_fails_midway_keeps_the_previous_checkpoint(tmp_path, monkey
     monkeypatch.undo()
     assert ck.get_checkpoint_file() == str(tmp_path / "model_a.pth")
     assert ck.load(ck.get_checkpoint_file()) == {}
+
+
+# ----------------------------------------------------------------------------- truncated files
+def _truncate(path, keep: float = 0.5) -> None:
+    """Cut a file as a run killed while copying it would leave it."""
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def _linear_checkpoints(tmp_path, iterations):
+    """A model and one checkpoint per iteration (weights = the iteration), oldest first."""
+    model = nn.Linear(3, 2)
+    ck = FNACheckpointer(model, str(tmp_path))
+    for i, it in enumerate(iterations):
+        with torch.no_grad():
+            model.weight.fill_(it)
+        ck.save(f"model_{it:07d}", iteration=it)
+        os.utime(tmp_path / f"model_{it:07d}.pth", (1000 + i, 1000 + i))
+    return model
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_truncated_last_checkpoint_resumes_from_the_newest_readable(tmp_path):
+    """last_checkpoint names a truncated file: the newest readable checkpoint before it is
+    resumed, and a warning names both files."""
+    _linear_checkpoints(tmp_path, (4, 9, 14))
+    _truncate(tmp_path / "model_0000014.pth")
+    with pytest.raises(RuntimeError, match="central directory"):  # what torch says of it
+        torch.load(tmp_path / "model_0000014.pth", weights_only=True)
+    model = nn.Linear(3, 2)
+    ck = FNACheckpointer(model, str(tmp_path))
+    records = _Records()
+    logging.getLogger("fna_d2.checkpoint").addHandler(records)
+    try:
+        extra = ck.resume_or_load("", resume=True)
+    finally:
+        logging.getLogger("fna_d2.checkpoint").removeHandler(records)
+    assert extra["iteration"] == 9 and (model.weight == 9).all()
+    [msg] = [m for m in records.messages if "cannot be read" in m]
+    assert str(tmp_path / "model_0000014.pth") in msg and str(tmp_path / "model_0000009.pth") in msg
+
+
+def test_no_readable_checkpoint_is_an_error_naming_the_file_and_the_fix(tmp_path):
+    _linear_checkpoints(tmp_path, (4,))
+    _truncate(tmp_path / "model_0000004.pth", 0.9)
+    (tmp_path / "notes.pth").write_bytes(b"not a checkpoint")
+    ck = FNACheckpointer(nn.Linear(3, 2), str(tmp_path))
+    with pytest.raises(CheckpointError) as e:
+        ck.resume_or_load("", resume=True)
+    msg = str(e.value)
+    assert isinstance(e.value, FNAError)
+    assert str(tmp_path / "model_0000004.pth") in msg and "central directory" in msg
+    assert str(tmp_path / "last_checkpoint") in msg and "delete" in msg
+
+
+def test_a_truncated_model_weights_file_is_named(tmp_path):
+    _linear_checkpoints(tmp_path, (4,))
+    _truncate(tmp_path / "model_0000004.pth")
+    ck = FNACheckpointer(nn.Linear(3, 2), "")
+    with pytest.raises(CheckpointError, match="model_0000004.pth: cannot be read"):
+        ck.resume_or_load(str(tmp_path / "model_0000004.pth"), resume=False)
 
 
 # ----------------------------------------------------------------------------- BN recalibration

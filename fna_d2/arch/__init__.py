@@ -6,10 +6,13 @@
 * :mod:`.walk`: :func:`iter_layers`, the one walk over layers with their shapes;
 * :mod:`.named`: the named seeds (MobileNetV2, EfficientNet-Lite0), FNA's published RetinaNet
   architecture and the paper's detection / segmentation spaces;
-* :mod:`.files`: arch files (versioned JSON, the FNA authors' text format).
+* :mod:`.files`: arch files (versioned JSON, the FNA authors' text format) and the
+  architecture record checkpoints carry.
 """
 from ..errors import ArchError
-from .files import load_arch, parse_authors_format, save_arch, to_authors_format
+from .files import (CHECKPOINT_ARCH_KEY, NETWORK_KINDS, arch_record, load_arch,
+                    parse_authors_format, read_checkpoint_arch, record_arch, save_arch,
+                    to_authors_format)
 from .named import (SEED_ARCHS, detection_space, efficientnet_lite0_arch, fna_retinanet_arch,
                     mobilenetv2_arch, seed_arch, segmentation_space, space_from_seed)
 from .opnames import (EXPANSIONS, FIRST_LAYER_OPS, KERNELS, OTHER_LAYER_OPS, SKIP, op_name,
@@ -44,6 +47,11 @@ __all__ = [
     "save_arch",
     "parse_authors_format",
     "to_authors_format",
+    "CHECKPOINT_ARCH_KEY",
+    "NETWORK_KINDS",
+    "arch_record",
+    "record_arch",
+    "read_checkpoint_arch",
     "ARCH_FORMAT",
     "ARCH_VERSION",
 ]

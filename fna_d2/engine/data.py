@@ -2,8 +2,10 @@
 
 * :func:`check_datasets`: a clear :class:`~fna_d2.errors.DatasetNotRegisteredError` when
   ``DATASETS.TRAIN`` / ``DATASETS.TEST`` names an unregistered dataset (with close names and
-  how to register one); demo datasets (``fna_d2.data.demo.DEMO_DATASETS``) are built on first
-  use.
+  how to register one), and a :class:`~fna_d2.errors.ConfigError` when the head's
+  ``NUM_CLASSES`` is not the dataset's number of categories (before any training, instead of
+  at the evaluation after it); demo datasets (``fna_d2.data.demo.DEMO_DATASETS``) are built on
+  first use.
 * :func:`train_augmentations` / :func:`train_mapper`: detectron2's resize / crop / flip, with
   DeepLab's category-area constrained crop for segmentation.
 * :func:`load_sem_seg_gt`: a NumPy-2-safe label loader for ``SemSegEvaluator``.
@@ -11,26 +13,34 @@
 from __future__ import annotations
 
 import difflib
-from typing import List, Sequence
+import json
+import os
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 import detectron2.data.transforms as T
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 
 from ..data import demo
-from ..errors import DatasetNotRegisteredError
+from ..errors import ConfigError, DatasetNotRegisteredError
 from ..tasks import is_semantic
 
-__all__ = ["check_datasets", "load_sem_seg_gt", "train_augmentations", "train_mapper"]
+__all__ = ["check_datasets", "num_classes_key", "dataset_classes", "load_sem_seg_gt",
+           "train_augmentations", "train_mapper"]
+
+#: the largest COCO json file :func:`dataset_classes` reads to count its categories
+MAX_PEEK_BYTES = 64 * 2 ** 20
 
 
 def check_datasets(cfg: CfgNode, train: bool = True, test: bool = True) -> None:
     """Build demo datasets that are missing and raise :class:`DatasetNotRegisteredError`
-    (listing a few registered names and how to register) for unknown names."""
+    (listing a few registered names and how to register) for unknown names, and
+    :class:`ConfigError` for a ``NUM_CLASSES`` (:func:`num_classes_key`) other than the
+    dataset's number of categories (:func:`dataset_classes`)."""
     keys = ([("DATASETS.TRAIN", cfg.DATASETS.TRAIN)] if train else []) + \
            ([("DATASETS.TEST", cfg.DATASETS.TEST)] if test else [])
     registered = set(DatasetCatalog.list())
@@ -38,8 +48,59 @@ def check_datasets(cfg: CfgNode, train: bool = True, test: bool = True) -> None:
         for name in names:
             if name not in registered:
                 raise DatasetNotRegisteredError(_unregistered_message(key, name, registered))
+            _check_num_classes(cfg, key, name)
             if name in demo.DEMO_DATASETS:
                 demo.ensure_demo_data(name)
+
+
+def num_classes_key(cfg: CfgNode) -> Optional[Tuple[str, int, str]]:
+    """``(config key, its value, metadata field)`` of the head's class count:
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` / ``stuff_classes`` for segmentation,
+    ``MODEL.RETINANET.NUM_CLASSES`` (RetinaNet) or ``MODEL.ROI_HEADS.NUM_CLASSES``
+    (GeneralizedRCNN) / ``thing_classes`` for detection; None for other meta-architectures."""
+    if is_semantic(cfg):
+        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "stuff_classes"
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        return "MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET.NUM_CLASSES, "thing_classes"
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES, "thing_classes"
+    return None
+
+
+def dataset_classes(name: str, field: str) -> Optional[List[str]]:
+    """The dataset's categories: ``MetadataCatalog.get(name).<field>`` (``thing_classes`` /
+    ``stuff_classes``), else, for COCO-format data registered with its ``json_file`` in the
+    metadata (``register_coco_instances``, which sets ``thing_classes`` only when the data
+    is loaded), the names in that file's ``categories`` if it is at most
+    :data:`MAX_PEEK_BYTES` (a bigger one is left to the loader, not read twice). None when
+    neither says."""
+    meta = MetadataCatalog.get(name)
+    classes = meta.get(field, None)
+    if classes is not None:
+        return list(classes)
+    json_file = meta.get("json_file", None)
+    if field != "thing_classes" or not json_file or not os.path.isfile(json_file) \
+            or os.path.getsize(json_file) > MAX_PEEK_BYTES:
+        return None
+    try:
+        with PathManager.open(json_file, "r") as f:
+            cats = json.load(f).get("categories")
+    except (OSError, ValueError, AttributeError):  # unreadable: loading the data will say
+        return None
+    return [c.get("name", "") for c in cats] if isinstance(cats, list) else None
+
+
+def _check_num_classes(cfg: CfgNode, key: str, name: str) -> None:
+    what = num_classes_key(cfg)
+    if what is None:
+        return
+    cfg_key, value, field = what
+    classes = dataset_classes(name, field)
+    if classes is not None and len(classes) != value:
+        shown = ", ".join(repr(c) for c in classes[:8]) + (", ..." if len(classes) > 8 else "")
+        raise ConfigError(f"{cfg_key}={value} but dataset {name!r} ({key}) has "
+                          f"{len(classes)} categories ({field}: {shown}): set {cfg_key} "
+                          f"{len(classes)}")
 
 
 def _unregistered_message(key: str, name: str, registered: Sequence[str]) -> str:

@@ -6,8 +6,9 @@ DeepLabv3 head ``FNADeepLabV3Head`` in ``SEM_SEG_HEADS_REGISTRY`` and the slidin
 Modules: ``ops`` (MBConv / skip ops, norms), ``freeze`` (``MODEL.FNA.FREEZE_AT``), ``staged``
 (what the backbones share: outputs, stem, stages), ``seed`` (``MobileNetV2Seed``),
 ``derived`` (``DerivedNet``), ``supernet`` (``SuperNet``, ``MixedOp``), ``arch_config`` (the
-architecture / space / keyword arguments a config asks for), ``builders`` (the registered
-builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``).
+architecture / space / keyword arguments a config asks for), ``stored_arch`` (the
+architecture a checkpoint carries, checked against a built backbone), ``builders`` (the
+registered builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``).
 """
 from . import ops  # noqa: F401
 from .arch_config import (arch_from_config, backbone_kwargs, check_macro_structure,
@@ -21,6 +22,8 @@ from .seg_head import FNADeepLabV3Head
 from .sliding_window import (FNASemanticSegmentor, check_sliding_window_cfg,
                              check_sliding_window_meta_arch, default_stride, window_starts)
 from .staged import FEATURE_NAMES, StagedBackbone, check_out_features, tap_stages
+from .stored_arch import (FNA_BACKBONES, backbone_record, check_record, describe_record,
+                          fna_backbones)
 from .supernet import MixedOp, SuperNet, find_supernet
 
 __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv",
@@ -30,4 +33,5 @@ __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "M
            "backbone_kwargs", "check_macro_structure", "arch_from_config", "space_from_config",
            "build_fna_backbone", "build_fna_retinanet_fpn_backbone", "FNADeepLabV3Head",
            "FNASemanticSegmentor", "window_starts", "default_stride", "check_sliding_window_cfg",
-           "check_sliding_window_meta_arch"]
+           "check_sliding_window_meta_arch", "FNA_BACKBONES", "fna_backbones",
+           "backbone_record", "describe_record", "check_record"]

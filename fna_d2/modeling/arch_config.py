@@ -1,19 +1,25 @@
-"""What a config asks the backbones for: the architecture (``MODEL.FNA.ARCH``, checked against
-the seed's macro structure), the search space (``MODEL.FNA.SEARCH_SPACE`` /
-``SEARCH_DEPTHS``) and the keyword arguments every backbone takes from ``MODEL.FNA``."""
+"""What a config asks the backbones for: the architecture (``MODEL.FNA.ARCH``, or the one a
+trained checkpoint in ``MODEL.WEIGHTS`` carries; checked against the seed's macro structure),
+the search space (``MODEL.FNA.SEARCH_SPACE`` / ``SEARCH_DEPTHS``) and the keyword arguments
+every backbone takes from ``MODEL.FNA``."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
 from detectron2.layers import ShapeSpec
 
-from ..arch import (Arch, ArchError, SearchSpace, detection_space, load_arch, segmentation_space,
-                    space_from_seed)
+from ..arch import (Arch, ArchError, SearchSpace, detection_space, load_arch,
+                    read_checkpoint_arch, record_arch, segmentation_space, space_from_seed)
 from ..arch import seed_arch
 
 __all__ = ["backbone_kwargs", "check_macro_structure", "arch_from_config",
-           "space_from_config"]
+           "space_from_config", "PUBLISHED_ARCH"]
+
+logger = logging.getLogger(__name__)
+#: an arch file shipped with fna_d2's configs: FNA's published RetinaNet architecture
+PUBLISHED_ARCH = "configs/archs/fna_retinanet_coco.json"
 
 #: ``MODEL.FNA.SEARCH_SPACE`` name -> the space built from a seed
 _SPACES = {"detection": detection_space, "segmentation": segmentation_space}
@@ -48,18 +54,56 @@ def check_macro_structure(arch: Arch, seed: Arch, where: str = "") -> Arch:
 
 
 def arch_from_config(cfg) -> Arch:
-    """``MODEL.FNA.ARCH`` (or the seed if empty), checked against ``MODEL.FNA.SEED``."""
+    """The architecture of a derived network, checked against ``MODEL.FNA.SEED``:
+
+    * ``MODEL.FNA.ARCH``, when it names an existing arch file;
+    * otherwise (empty, or the file is missing) the architecture stored in the checkpoint
+      ``MODEL.WEIGHTS`` names, if fna_d2 wrote it for a derived network: a trained model
+      needs nothing but itself;
+    * otherwise the seed (``ARCH`` empty), or an :class:`ArchError` saying how to get the
+      missing file.
+
+    The result's ``meta["source"]`` says which; a checkpoint of another architecture is
+    refused after building (``fna_d2.modeling.stored_arch.check_record``)."""
     seed = seed_arch(cfg.MODEL.FNA.SEED)
-    path = cfg.MODEL.FNA.ARCH
+    path, weights = cfg.MODEL.FNA.ARCH, cfg.MODEL.WEIGHTS
+    if path and os.path.isfile(path):
+        try:
+            arch = load_arch(path)
+        except ArchError as e:
+            raise ArchError(f"MODEL.FNA.ARCH={path!r}: {e}") from None
+        where = f"MODEL.FNA.ARCH={path!r}"
+        return _with_source(check_macro_structure(arch, seed, where), where)
+    stored = _weights_arch(weights)
+    if stored is not None:
+        where = f"MODEL.WEIGHTS={weights!r}"
+        if path:
+            logger.warning("MODEL.FNA.ARCH: arch file %r does not exist; building the "
+                           "architecture stored in %s", path, where)
+        else:
+            logger.info("MODEL.FNA.ARCH is empty: building the architecture stored in %s", where)
+        return _with_source(check_macro_structure(stored, seed, where), where)
     if not path:
-        return seed
-    if not os.path.isfile(path):
-        raise ArchError(f"MODEL.FNA.ARCH: arch file {path!r} does not exist")
-    try:
-        arch = load_arch(path)
-    except ArchError as e:
-        raise ArchError(f"MODEL.FNA.ARCH={path!r}: {e}") from None
-    return check_macro_structure(arch, seed, f"MODEL.FNA.ARCH={path!r}")
+        return _with_source(seed, f"MODEL.FNA.SEED={cfg.MODEL.FNA.SEED!r} (MODEL.FNA.ARCH empty)")
+    raise ArchError(
+        f"MODEL.FNA.ARCH: arch file {path!r} does not exist. It is written by the architecture "
+        f"search (MODEL.FNA.NETWORK 'super'; python train_net.py --config-file <search "
+        f"config>, e.g. configs/fna_retinanet_search.yaml, or python -m fna_d2.pipeline, which "
+        f"fills in MODEL.FNA.ARCH): run the search first, or set MODEL.FNA.ARCH to an existing "
+        f"arch file, e.g. {PUBLISHED_ARCH} (the architecture FNA published for RetinaNet on "
+        f"COCO)")
+
+
+def _weights_arch(weights: str) -> Optional[Arch]:
+    """The derived architecture a checkpoint ``MODEL.WEIGHTS`` carries, else None."""
+    record = read_checkpoint_arch(weights) if weights else None
+    if record is None or record.get("network") != "derived":
+        return None
+    return record_arch(record, f"MODEL.WEIGHTS={weights!r}")
+
+
+def _with_source(arch: Arch, source: str) -> Arch:
+    return Arch(arch.stages, arch.stem_channels, dict(arch.meta, source=source))
 
 
 def space_from_config(cfg) -> SearchSpace:

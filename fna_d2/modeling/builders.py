@@ -1,16 +1,22 @@
 """The FNA backbone builders registered in detectron2's ``BACKBONE_REGISTRY``:
 ``build_fna_backbone`` (``MODEL.FNA.NETWORK``: seed, super or derived) and
-``build_fna_retinanet_fpn_backbone`` (FPN with P6/P7, as in FNA's RetinaNet)."""
+``build_fna_retinanet_fpn_backbone`` (FPN with P6/P7, as in FNA's RetinaNet).
+
+A backbone built with ``MODEL.WEIGHTS`` naming a checkpoint fna_d2 wrote is checked against
+the architecture the checkpoint carries (:func:`~.stored_arch.check_record`), so a model
+built for one architecture and loaded with another (``DefaultPredictor``, evaluation) is an
+error instead of fvcore's "Skip loading parameter" warnings."""
 from __future__ import annotations
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
-from ..arch import seed_arch
+from ..arch import read_checkpoint_arch, seed_arch
 from .arch_config import backbone_kwargs
 from .derived import DerivedNet
 from .seed import MobileNetV2Seed
+from .stored_arch import check_record
 from .supernet import SuperNet
 
 __all__ = ["build_fna_backbone", "build_fna_retinanet_fpn_backbone"]
@@ -25,14 +31,21 @@ def build_fna_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     network = cfg.MODEL.FNA.NETWORK
     if network == "seed":
         if cfg.MODEL.FNA.SEED == "mobilenetv2":
-            return MobileNetV2Seed(cfg, input_shape)
-        return DerivedNet(seed_arch(cfg.MODEL.FNA.SEED), **backbone_kwargs(cfg, input_shape))
-    if network == "super":
-        return SuperNet(cfg, input_shape)
-    if network == "derived":
-        return DerivedNet(cfg, input_shape)
-    raise ValueError(f"MODEL.FNA.NETWORK: unknown network {network!r}; known: "
-                     f"{', '.join(_NETWORKS)}")
+            net = MobileNetV2Seed(cfg, input_shape)
+        else:
+            net = DerivedNet(seed_arch(cfg.MODEL.FNA.SEED), **backbone_kwargs(cfg, input_shape))
+    elif network == "super":
+        net = SuperNet(cfg, input_shape)
+    elif network == "derived":
+        net = DerivedNet(cfg, input_shape)
+    else:
+        raise ValueError(f"MODEL.FNA.NETWORK: unknown network {network!r}; known: "
+                         f"{', '.join(_NETWORKS)}")
+    weights = cfg.MODEL.WEIGHTS
+    record = read_checkpoint_arch(weights) if weights else None
+    if record is not None:
+        check_record(record, net, f"MODEL.WEIGHTS={weights!r}")
+    return net
 
 
 @BACKBONE_REGISTRY.register()

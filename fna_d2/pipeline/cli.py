@@ -18,9 +18,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from detectron2.utils.logger import setup_logger
-
 from ..errors import FNAError
+from ..utils import setup_logging
 from .core import Pipeline
 from .stages import STAGES
 
@@ -60,8 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         args.dist_url, args.threads)
         os.makedirs(pipe.root, exist_ok=True)
         log = os.path.join(pipe.root, "pipeline_log.txt")
-        setup_logger(log, name="fna_d2")
-        setup_logger(log, name="detectron2")
+        setup_logging(log)
         if args.status:
             print(pipe.status_table())
             return 0

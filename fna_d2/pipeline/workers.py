@@ -17,12 +17,11 @@ from detectron2.config import CfgNode
 from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessRaisedException
 
 from .. import errors
 from ..engine import build_trainer, evaluate_only
-from ..utils import read_json, write_json
+from ..utils import read_json, setup_logging, write_json
 from .manifest import write_stage_json
 from .results import to_plain
 
@@ -34,8 +33,7 @@ def _setup_worker(cfg: CfgNode, threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     if comm.get_world_size() > 1:  # spawned processes start without handlers
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="fna_d2")
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
+        setup_logging(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank())
 
 
 def train_worker(cfg: CfgNode, result_path: str, threads: int = 0,

@@ -5,6 +5,8 @@ seed checkpoint is named and read.
 - ``efficientnet_lite0``: complete EfficientNet-Lite0 ImageNet classifier.
 - ``uri``: ``fna_d2://<seed>`` URIs (:func:`resolve_seed_uri`) and :func:`load_seed_file`.
 - ``files``: reading a checkpoint file and unwrapping its state dict.
+- ``preprocessing``: the input normalisation and BN eps a seed was trained with, and the
+  settings a config should change for it.
 
 This package never imports :mod:`fna_d2.remap` (remapping uses the seeds, not the reverse).
 Importing it does no I/O; submodules are imported on first attribute use, so that
@@ -30,8 +32,13 @@ _EXPORTS = {
     "SEED_FILES": "uri",
     "resolve_seed_uri": "uri",
     "load_seed_file": "uri",
+    "load_seed_checkpoint": "uri",
     "unwrap_state_dict": "files",
     "read_state_dict": "files",
+    "read_checkpoint": "files",
+    "is_detectron2_checkpoint": "files",
+    "preprocessing_advice": "preprocessing",
+    "SEED_PREPROCESSING": "preprocessing",
 }
 
 __all__ = sorted(_EXPORTS)

