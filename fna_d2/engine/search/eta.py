@@ -22,7 +22,7 @@ a mixed forward of the whole model (all candidates + fixed layers + FPN + head) 
 the expected path forward under the warm-up's uniform sampling. It takes the backward passes to
 scale as their forwards do: the arch step's backward skips the weight gradients (weights are
 frozen) but runs K candidates' elementwise ops (BN, activations, the softmax mix) that MAdds do
-not count; on the demo the two roughly cancel (docs/search.md gives the measured error).
+not count; on the demo the two roughly cancel (docs/pipeline.md gives the measured error).
 ``eta_seconds`` goes into the storage as detectron2's printer puts it.
 """
 from __future__ import annotations
@@ -135,7 +135,8 @@ def mixed_path_madds_ratio(model: nn.Module, input_size: Sequence[int],
     """MAdds of a mixed forward of ``model`` (a meta-architecture holding a super network) over
     those of the expected path under uniform sampling, at ``input_size`` (H, W; padded to the
     backbone's size divisibility). Counted on a "meta"-device copy (shapes only; the model, its
-    modes and its RNG are untouched): mixed = the whole model's count in mixed mode; path =
+    modes and its RNG are untouched; the copy briefly holds a second set of weights where the
+    model lives): mixed = the whole model's count in mixed mode; path =
     mixed - every candidate + each searchable layer's mean candidate (the analytic table,
     which equals the hook count of the backbone's convs)."""
     m = copy.deepcopy(unwrap_model(model)).to("meta")

@@ -22,6 +22,10 @@ loss stay float32 (computed outside autocast). With float16 each step has its ow
 for the arch step's Adam: two backward passes of different losses, each scaled, unscaled before
 its optimizer's step, and skipped on overflow); bfloat16 needs none (the scalers are disabled).
 
+Each iteration also records the steps' compute times, data loading excluded (on CUDA after a
+synchronize): ``search/weight_step_time`` and, after the warm-up, ``search/arch_step_time``
+(means over the iteration's steps; the search's ETA, :mod:`.eta`, reads them).
+
 The runner owns both data streams, the arch optimizer, the sampling generator and the
 scalers, and checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
 """
@@ -103,7 +107,7 @@ class SearchStepRunner(SimpleTrainer):
         self._state = ""  # "", "skip_heavy" or "collapsed": for warnings on change only
         self.rank_states: Optional[List[Dict[str, Any]]] = None  # every rank's, last iteration
         # per-step timings (search/*_step_time) wait for the GPU's work on a CUDA model
-        self._sync_timing = any(p.is_cuda for p in self.weights[:1])
+        self._sync_timing = bool(self.weights) and self.weights[0].is_cuda
 
     # -- one iteration
     def run_step(self) -> None:
