@@ -6,6 +6,7 @@
 * :mod:`.step`: :class:`SearchStepRunner`, one iteration = arch steps then weight steps;
 * :mod:`.diagnostics`: alpha statistics and the collapse rule;
 * :mod:`.state`: the search's checkpoint state and the resume checks;
+* :mod:`.eta`: the console's time left, phase by phase (:class:`SearchMetricPrinter`);
 * :mod:`.outputs`: arch files, ``alpha_probs.json``, figures (:mod:`.plots`) and the hook
   that writes them;
 * :mod:`.trainer`: :class:`SearchTrainer`, the detectron2 trainer and its loop.
@@ -15,6 +16,7 @@ The search builds on :mod:`fna_d2.engine.trainer` (never the other way round).
 from ...errors import SearchResumeError  # noqa: F401  (re-exported: old import path)
 from .config import COST_TYPES, SearchSchedule, check_search_cfg
 from .diagnostics import AlphaStats, alpha_stats, collapse_flags
+from .eta import Eta, SearchMetricPrinter, SearchPhases, mixed_path_madds_ratio, search_eta
 from .outputs import SearchOutputs, SearchOutputWriter
 from .state import STATE_VERSION
 from .step import SearchStepRunner
@@ -24,4 +26,5 @@ from .trainer import SearchTrainer
 __all__ = ["SearchTrainer", "SearchStepRunner", "SearchSchedule", "SearchResumeError",
            "DataStream", "StreamSampler", "SeededMapDataset", "AlphaStats", "alpha_stats",
            "collapse_flags", "check_search_cfg", "build_search_streams", "mix_seed",
-           "SearchOutputs", "SearchOutputWriter", "COST_TYPES", "STATE_VERSION"]
+           "SearchOutputs", "SearchOutputWriter", "COST_TYPES", "STATE_VERSION",
+           "SearchMetricPrinter", "SearchPhases", "Eta", "search_eta", "mixed_path_madds_ratio"]

@@ -7,7 +7,10 @@
 * at the end, ``OUTPUT_DIR/searched_arch.json`` (the input of parameter adaptation's
   ``MODEL.FNA.ARCH``): the argmax architecture, or, when the search stopped on collapse, the
   last architecture that was not skip-heavy;
-* ``search_split.json`` once the search has started (or resumed).
+* ``search_split.json`` once the search has started (or resumed);
+* into the event storage at the same times, for TensorBoard only (``metrics.json`` stays
+  small): the heat map as the image ``alpha/heatmap`` and, per searchable layer, a histogram
+  ``alpha/s{stage}.l{layer}`` of its softmax(alpha) probabilities.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+import torch
 from torch import nn
 
 from detectron2.config import CfgNode
@@ -91,13 +96,30 @@ class SearchOutputWriter:
 
     def write(self, done: int, storage: Optional[EventStorage] = None) -> AlphaStats:
         """arch/arch_iter{done}.json, alpha_probs.json and the PNGs (curves from
-        ``metrics.json`` and, newer, ``storage``'s histories); returns the alpha stats."""
+        ``metrics.json`` and, newer, ``storage``'s histories), the alphas into ``storage``
+        (:meth:`put_alphas`); returns the alpha stats."""
         stats = alpha_stats(self.net)
         save_arch(self.derived_arch(done),
                   os.path.join(self.output_dir, "arch", f"arch_iter{done:07d}.json"))
         self.write_alpha_probs(stats, done)
-        self.write_plots(stats, done, storage)
+        heatmap = self.write_plots(stats, done, storage)
+        if storage is not None:
+            self.put_alphas(stats, storage, heatmap)
         return stats
+
+    def layer_names(self) -> List[str]:
+        """``s{stage}.l{layer}`` of each searchable layer (the heat map's rows)."""
+        return [f"s{st}.l{li}" for st, li in self.net.space.searchable_layers()]
+
+    def put_alphas(self, stats: AlphaStats, storage: EventStorage,
+                   heatmap: Optional[np.ndarray] = None) -> None:
+        """For TensorBoard: ``heatmap`` (CHW, [0, 1]) as the image ``alpha/heatmap`` and one
+        histogram of softmax(alpha) per searchable layer, ``alpha/s{stage}.l{layer}``."""
+        if heatmap is not None:
+            storage.put_image("alpha/heatmap", heatmap)
+        for name, p in zip(self.layer_names(), stats.probs):
+            storage.put_histogram(f"alpha/{name}", torch.tensor(p, dtype=torch.float32),
+                                  bins=max(10, len(p)))
 
     def write_searched_arch(self, done: int, stop_reason: str = "",
                             last_healthy: Optional[Tuple[int, List[int]]] = None,
@@ -134,13 +156,15 @@ class SearchOutputWriter:
                            "layers": layers})
 
     def write_plots(self, stats: AlphaStats, done: int,
-                    storage: Optional[EventStorage] = None) -> None:
+                    storage: Optional[EventStorage] = None) -> Optional[np.ndarray]:
+        """The PNGs; returns the heat map as an image (None if it could not be drawn)."""
         out, s = self.output_dir, self.cfg.MODEL.FNA.SEARCH
-        names = [f"s{st}.l{li}" for st, li in self.net.space.searchable_layers()]
+        heatmap = None
         try:
-            plot_alpha_heatmap(stats.probs, [m.names for m in self.net.mixed_ops()], names,
-                               os.path.join(out, "alpha_heatmap.png"),
-                               f"softmax(alpha) after {done} iterations")
+            heatmap = plot_alpha_heatmap(stats.probs, [m.names for m in self.net.mixed_ops()],
+                                         self.layer_names(),
+                                         os.path.join(out, "alpha_heatmap.png"),
+                                         f"softmax(alpha) after {done} iterations")
             keys = ["search/expected_cost", "total_loss", "arch/total_loss"]
             series = read_metrics_json(os.path.join(out, "metrics.json"), keys)
             hist = storage.histories() if storage is not None else {}
@@ -155,6 +179,7 @@ class SearchOutputWriter:
                                f"expected cost ({unit})")
         except Exception as e:  # a figure must never kill a search
             logger.warning(f"could not write the search plots: {e}")
+        return heatmap
 
 
 class SearchOutputs(HookBase):

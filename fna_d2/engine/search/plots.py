@@ -1,7 +1,8 @@
 """Search figures (matplotlib, Agg backend, written atomically):
 
 * ``alpha_heatmap.png``: per searchable layer (rows), the softmax(alpha) probability of each
-  op (columns); blank where an op is not a candidate of that layer; the argmax is boxed.
+  op (columns); blank where an op is not a candidate of that layer; the argmax is boxed. The
+  same figure comes back as an RGB image array (for TensorBoard).
 * ``search_curves.png``: expected cost and task losses over iterations, with the end of the
   warm-up marked.
 """
@@ -22,8 +23,11 @@ Series = List[Tuple[int, float]]
 
 
 def plot_alpha_heatmap(probs: Sequence[Sequence[float]], candidates: Sequence[Sequence[str]],
-                       layer_names: Sequence[str], path: str, title: str = "") -> str:
-    """Heatmap of op probabilities per searchable layer; returns ``path``."""
+                       layer_names: Sequence[str], path: Optional[str] = None,
+                       title: str = "") -> np.ndarray:
+    """Heatmap of op probabilities per searchable layer, written to ``path`` (unless None);
+    returns the figure as rendered, RGB, channels first (3, H, W), float32 in [0, 1]:
+    detectron2's ``EventStorage.put_image`` format."""
     plt = pyplot()
     ops: List[str] = []
     for cands in candidates:
@@ -44,7 +48,12 @@ def plot_alpha_heatmap(probs: Sequence[Sequence[float]], candidates: Sequence[Se
     fig.colorbar(im, ax=ax, label="softmax(alpha)")
     ax.set_title(title or "op probabilities per searchable layer (argmax boxed)")
     try:
-        return save_figure(fig, path, close=False)
+        fig.canvas.draw()
+        rgba = np.asarray(fig.canvas.buffer_rgba())
+        image = np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1), dtype=np.float32) / 255.0
+        if path is not None:
+            save_figure(fig, path, close=False)
+        return image
     finally:
         plt.close(fig)
 

@@ -22,6 +22,10 @@ loss stay float32 (computed outside autocast). With float16 each step has its ow
 for the arch step's Adam: two backward passes of different losses, each scaled, unscaled before
 its optimizer's step, and skipped on overflow); bfloat16 needs none (the scalers are disabled).
 
+Each iteration also records the steps' compute times, data loading excluded (on CUDA after a
+synchronize): ``search/weight_step_time`` and, after the warm-up, ``search/arch_step_time``
+(means over the iteration's steps; the search's ETA, :mod:`.eta`, reads them).
+
 The runner owns both data streams, the arch optimizer, the sampling generator and the
 scalers, and checkpoints them with detectron2's trainer state (``state_dict()["search"]``).
 """
@@ -68,6 +72,10 @@ def _next_batch(stream: DataStream) -> Tuple[List[Dict[str, Any]], float]:
     return data, time.perf_counter() - t0
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
 class SearchStepRunner(SimpleTrainer):
     """The search loop body; ``run_step`` is one cycle of FNA's alternation (module doc)."""
 
@@ -98,6 +106,8 @@ class SearchStepRunner(SimpleTrainer):
         self.stop_reason = ""
         self._state = ""  # "", "skip_heavy" or "collapsed": for warnings on change only
         self.rank_states: Optional[List[Dict[str, Any]]] = None  # every rank's, last iteration
+        # per-step timings (search/*_step_time) wait for the GPU's work on a CUDA model
+        self._sync_timing = bool(self.weights) and self.weights[0].is_cuda
 
     # -- one iteration
     def run_step(self) -> None:
@@ -118,6 +128,7 @@ class SearchStepRunner(SimpleTrainer):
     def arch_step(self) -> Log:
         """Mixed ops, weights frozen: alpha <- Adam(task loss + cost loss) on an arch batch."""
         data, data_time = _next_batch(self.arch_stream)
+        t0 = self._now()
         self.net.set_mixed()
         with frozen(self.weights), frozen_bn_statistics(self.model):
             with self.amp.autocast():
@@ -131,11 +142,12 @@ class SearchStepRunner(SimpleTrainer):
             scaler.step(self.arch_optimizer)
             scaler.update()
         return {"losses": loss_dict, "cost": cost.detach(), "cost_loss": cost_loss.detach(),
-                "data_time": data_time}
+                "data_time": data_time, "step_time": self._now() - t0}
 
     def weight_step(self, mode: str) -> Log:
         """One sampled path, alpha frozen: weights <- SGD(task loss) on a weight batch."""
         data, data_time = _next_batch(self.weight_stream)
+        t0 = self._now()
         self.net.set_path(self.sample_path(mode))
         with frozen(self.alphas):
             with self.amp.autocast():
@@ -150,7 +162,13 @@ class SearchStepRunner(SimpleTrainer):
             # step) clips true values; skips the step when float16 overflowed
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
-        return {"losses": loss_dict, "data_time": data_time}
+        return {"losses": loss_dict, "data_time": data_time, "step_time": self._now() - t0}
+
+    def _now(self) -> float:
+        """The clock of the per-step timings (after the GPU's queued work, on CUDA)."""
+        if self._sync_timing:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     # -- pieces of the algorithm
     def expected_cost(self) -> torch.Tensor:
@@ -207,7 +225,12 @@ class SearchStepRunner(SimpleTrainer):
             "search/skip_ratio": stats.skip_ratio,
             "search/alpha_lr": self.arch_optimizer.param_groups[0]["lr"],
             "search/warmup": float(self.iter < self.schedule.warmup_iters),
+            # seconds per step, data loading excluded (the search's ETA, :mod:`.eta`)
+            "search/weight_step_time": _mean([w["step_time"] for w in weight_logs]),
         })
+        if arch_logs:
+            storage.put_scalar("search/arch_step_time", _mean([a["step_time"] for a in arch_logs]),
+                               smoothing_hint=False)
         if not math.isnan(stats.skip_entropy):
             storage.put_scalar("search/skip_entropy", stats.skip_entropy, smoothing_hint=False)
         if self.path_mismatches:

@@ -30,6 +30,7 @@ from torch import nn
 
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, hooks
+from detectron2.utils.events import EventWriter, JSONWriter, TensorboardXWriter
 from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
@@ -47,6 +48,7 @@ from ..data import check_datasets
 from ..ddp import ddp_model
 from ..trainer import FNATrainer
 from .config import LatencySettings, SearchSchedule, check_search_cfg
+from .eta import SearchMetricPrinter, SearchPhases, mixed_path_madds_ratio
 from .outputs import SearchOutputs, SearchOutputWriter
 from .step import SearchStepRunner
 from .streams import DataStream, build_search_streams, mix_seed
@@ -179,6 +181,27 @@ class SearchTrainer(FNATrainer):
                                      self.cfg.MODEL.FNA.SEARCH.DERIVE_PERIOD))
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return [h for h in ret if h is not None]
+
+    def build_writers(self) -> List[EventWriter]:
+        """detectron2's writers (console, ``metrics.json``, TensorBoard) with the console's ETA
+        phase by phase (:class:`~.eta.SearchMetricPrinter`: the warm-up's iterations, then the
+        costlier search iterations, estimated from the MAdds of a mixed forward until timed)."""
+        s = self.cfg.MODEL.FNA.SEARCH
+        try:
+            ratio = mixed_path_madds_ratio(self.runner.model, tuple(s.COST_INPUT_SIZE),
+                                           self.cfg.MODEL.FNA.OUTPUT_STRIDE)
+        except Exception as e:  # an estimate must never stop a search
+            logger.warning(f"ETA: cannot count the mixed forward's MAdds ({e}); the arch step "
+                           f"is estimated to cost a weight step until one is timed")
+            ratio = 1.0
+        logger.info(f"ETA: until a search iteration is timed, an arch step is estimated at "
+                    f"{ratio:.2f} weight steps (MAdds of a mixed forward / a uniform path's)")
+        sched = self.runner.schedule
+        phases = SearchPhases(sched.warmup_iters, sched.arch_steps, sched.weight_steps, ratio)
+        out = self.cfg.OUTPUT_DIR
+        os.makedirs(out, exist_ok=True)
+        return [SearchMetricPrinter(self.max_iter, phases),
+                JSONWriter(os.path.join(out, "metrics.json")), TensorboardXWriter(out)]
 
     # -- the loop
     def train(self) -> Dict[str, Any]:
