@@ -10,8 +10,9 @@
 """
 from ..errors import ArchError
 from .files import load_arch, parse_authors_format, save_arch, to_authors_format
-from .named import (SEED_ARCHS, detection_space, efficientnet_lite0_arch, fna_retinanet_arch,
-                    mobilenetv2_arch, seed_arch, segmentation_space, space_from_seed)
+from .named import (SEED_ARCHS, SSDLITE_TAP_OPS, detection_space, efficientnet_lite0_arch,
+                    fna_retinanet_arch, mobilenetv2_arch, seed_arch, segmentation_space,
+                    space_from_seed, ssdlite_space, ssdlite_tap_stage)
 from .opnames import (EXPANSIONS, FIRST_LAYER_OPS, KERNELS, OTHER_LAYER_OPS, SKIP, op_name,
                       parse_op)
 from .types import ARCH_FORMAT, ARCH_VERSION, Arch, SearchSpace, SearchStage, Stage
@@ -40,6 +41,9 @@ __all__ = [
     "detection_space",
     "segmentation_space",
     "space_from_seed",
+    "SSDLITE_TAP_OPS",
+    "ssdlite_tap_stage",
+    "ssdlite_space",
     "load_arch",
     "save_arch",
     "parse_authors_format",

@@ -7,7 +7,8 @@ Modules: ``ops`` (MBConv / skip ops, norms), ``freeze`` (``MODEL.FNA.FREEZE_AT``
 (what the backbones share: outputs, stem, stages), ``seed`` (``MobileNetV2Seed``),
 ``derived`` (``DerivedNet``), ``supernet`` (``SuperNet``, ``MixedOp``), ``arch_config`` (the
 architecture / space / keyword arguments a config asks for), ``builders`` (the registered
-builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``).
+builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``), ``ssdlite`` (the ``FNASSDLite``
+meta-architecture, its backbone ``build_fna_ssdlite_backbone`` and ``SSDAnchorGenerator``).
 """
 from . import ops  # noqa: F401
 from .arch_config import (arch_from_config, backbone_kwargs, check_macro_structure,
@@ -22,6 +23,8 @@ from .sliding_window import (FNASemanticSegmentor, check_sliding_window_cfg,
                              check_sliding_window_meta_arch, default_stride, window_starts)
 from .staged import FEATURE_NAMES, StagedBackbone, check_out_features, tap_stages
 from .supernet import MixedOp, SuperNet, find_supernet
+from . import ssdlite  # noqa: E402  (registers FNASSDLite, its backbone and anchors)
+from .ssdlite import FNASSDLite
 
 __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv",
            "freeze_module", "check_freeze_at", "freeze_blocks",
@@ -30,4 +33,4 @@ __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "M
            "backbone_kwargs", "check_macro_structure", "arch_from_config", "space_from_config",
            "build_fna_backbone", "build_fna_retinanet_fpn_backbone", "FNADeepLabV3Head",
            "FNASemanticSegmentor", "window_starts", "default_stride", "check_sliding_window_cfg",
-           "check_sliding_window_meta_arch"]
+           "check_sliding_window_meta_arch", "ssdlite", "FNASSDLite"]
