@@ -88,6 +88,8 @@ def _groups(model: nn.Module) -> Dict[str, str]:
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, FPN):
         return {"backbone": "backbone.bottom_up.", "fpn": "backbone."}
+    if hasattr(backbone, "bottom_up") and hasattr(backbone, "extras"):  # SSDLite
+        return {"backbone": "backbone.bottom_up.", "extras": "backbone."}
     return {"backbone": "backbone."}
 
 
