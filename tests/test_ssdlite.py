@@ -446,3 +446,42 @@ def test_instant_search_derives_an_e6_tap_layer(tmp_path):
     assert isinstance(net, SSDLiteSuperNet) and net.temperature == 0.9
     arch = load_arch(str(tmp_path / "searched_arch.json"))
     assert arch.stages[5].ops[0] in SSDLITE_TAP_OPS
+
+
+# ---------------------------------------------------------------------------------- export
+def test_ssdlite_backbone_exports_to_torchscript_and_onnx():
+    """The six maps (taps + extras) trace and export to ONNX with the eager values."""
+    import io
+    import warnings
+
+    class Maps(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone, self.names = backbone, list(backbone.output_shape())
+
+        def forward(self, x):
+            out = self.backbone(x)
+            return tuple(out[n] for n in self.names)
+
+    torch.manual_seed(0)
+    model = Maps(build_model(_cfg()).backbone).eval()
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = model(x)
+        traced = torch.jit.trace(model, (x,))
+        for a, b in zip(traced(x), ref):
+            assert torch.allclose(a, b, atol=1e-5)
+        onnx = pytest.importorskip("onnx")
+        f = io.BytesIO()
+        torch.onnx.export(model, (x,), f, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=model.names)
+    proto = onnx.load_from_string(f.getvalue())
+    onnx.checker.check_model(proto)
+    assert [o.name for o in proto.graph.output] == [f"ssd{i}" for i in range(6)]
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()})
+    for g, r in zip(got, ref):
+        assert g.shape == tuple(r.shape)
+        assert np.allclose(g, r.numpy(), atol=1e-4 * max(1.0, float(r.abs().max())))
