@@ -326,6 +326,11 @@ def test_train_mapper_makes_the_input_size(tmp_path):
         assert tuple(d["image"].shape) == (3, 320, 320)
         b = d["instances"].gt_boxes.tensor
         assert len(b) <= 1 and ((b >= 0) & (b <= 320)).all()
+    from fna_d2.modeling.ssdlite import ssdlite_test_mapper
+
+    d = ssdlite_test_mapper(_cfg())({"file_name": path, "height": 90, "width": 150,
+                                     "image_id": 0})
+    assert tuple(d["image"].shape) == (3, 320, 320) and (d["height"], d["width"]) == (90, 150)
 
 
 def test_rmsprop_from_config():

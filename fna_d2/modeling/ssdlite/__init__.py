@@ -10,7 +10,8 @@ as detectron2 Augmentations and the mapper that gives them boxes), ``optim`` (SG
 """
 from .anchors import SSDAnchorGenerator, ssd_cell_anchors
 from .augment import (Expand, ExpandTransform, MinIoURandomCrop, PhotometricDistortion,
-                      SSDDatasetMapper, ssdlite_train_augmentations, ssdlite_train_mapper)
+                      SSDDatasetMapper, ssdlite_test_mapper, ssdlite_train_augmentations,
+                      ssdlite_train_mapper)
 from .backbone import (EXTRA_CHANNELS, FEATURES, ExtraLayer, SSDLiteBackbone,
                        build_fna_ssdlite_backbone, init_normal)
 from .head import SeparablePredictor, SSDLiteHead, flatten_predictions
@@ -25,4 +26,4 @@ __all__ = ["SSDAnchorGenerator", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES
            "FNASSDLite", "HEAD_CHANNELS", "SSDLiteDerivedNet", "SSDLiteSuperNet",
            "tap_forward", "PhotometricDistortion", "ExpandTransform", "Expand",
            "MinIoURandomCrop", "SSDDatasetMapper", "ssdlite_train_augmentations",
-           "ssdlite_train_mapper", "OPTIMIZERS", "weight_optimizer"]
+           "ssdlite_train_mapper", "ssdlite_test_mapper", "OPTIMIZERS", "weight_optimizer"]

@@ -13,7 +13,8 @@ s, in the authors' order (mmdetection 0.6's SSD pipeline), and the mapper that f
 4. ``Resize(INPUT_SIZE)`` (ratio not kept) and a horizontal flip with probability 1/2.
 
 :func:`ssdlite_train_augmentations` builds the list from a config, :func:`ssdlite_train_mapper`
-the :class:`SSDDatasetMapper` (a trainer uses it for ``FNASSDLite`` models).
+the :class:`SSDDatasetMapper` (a trainer uses it for ``FNASSDLite`` models) and
+:func:`ssdlite_test_mapper` the test mapper (the resize alone).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from detectron2.data import DatasetMapper
 from detectron2.structures import BoxMode
 
 __all__ = ["PhotometricDistortion", "ExpandTransform", "Expand", "MinIoURandomCrop",
-           "SSDDatasetMapper", "ssdlite_train_augmentations", "ssdlite_train_mapper"]
+           "SSDDatasetMapper", "ssdlite_train_augmentations", "ssdlite_train_mapper",
+           "ssdlite_test_mapper"]
 
 
 def _photometric(img: np.ndarray, brightness: Optional[float], contrast: Optional[float],
@@ -211,15 +213,24 @@ class _WithBoxes:
 def ssdlite_train_augmentations(cfg) -> List[T.Augmentation]:
     """The list of the module doc, at ``MODEL.SSDLITE.INPUT_SIZE``, expanding with
     ``MODEL.PIXEL_MEAN`` (in ``INPUT.FORMAT`` channel order)."""
-    h, w = cfg.MODEL.SSDLITE.INPUT_SIZE
     return [PhotometricDistortion(image_format=cfg.INPUT.FORMAT),
-            Expand(list(cfg.MODEL.PIXEL_MEAN)), MinIoURandomCrop(),
-            T.Resize((int(h), int(w))), T.RandomFlip(horizontal=True)]
+            Expand(list(cfg.MODEL.PIXEL_MEAN)), MinIoURandomCrop(), _resize(cfg),
+            T.RandomFlip(horizontal=True)]
+
+
+def _resize(cfg) -> T.Augmentation:
+    h, w = cfg.MODEL.SSDLITE.INPUT_SIZE
+    return T.Resize((int(h), int(w)))
 
 
 def ssdlite_train_mapper(cfg, augment: bool = True) -> DatasetMapper:
     """:class:`SSDDatasetMapper` with :func:`ssdlite_train_augmentations` (``augment``) or the
     resize alone."""
-    h, w = cfg.MODEL.SSDLITE.INPUT_SIZE
-    augs = ssdlite_train_augmentations(cfg) if augment else [T.Resize((int(h), int(w)))]
+    augs = ssdlite_train_augmentations(cfg) if augment else [_resize(cfg)]
     return SSDDatasetMapper(cfg, is_train=True, augmentations=augs)
+
+
+def ssdlite_test_mapper(cfg) -> DatasetMapper:
+    """The test :class:`DatasetMapper`: one resize to ``MODEL.SSDLITE.INPUT_SIZE`` (ratio not
+    kept), as the authors tested; detections are scaled back to the image's size."""
+    return DatasetMapper(cfg, is_train=False, augmentations=[_resize(cfg)])
