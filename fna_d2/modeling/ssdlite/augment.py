@@ -22,10 +22,11 @@ from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 import detectron2.data.transforms as T
 from detectron2.data import DatasetMapper
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 __all__ = ["PhotometricDistortion", "ExpandTransform", "Expand", "MinIoURandomCrop",
            "SSDDatasetMapper", "ssdlite_train_augmentations", "ssdlite_train_mapper",
@@ -120,12 +121,9 @@ class Expand(T.Augmentation):
 
 
 def _iou(patch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(patch[:2], boxes[:, :2])
-    rb = np.minimum(patch[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area_p = np.prod(patch[2:] - patch[:2])
-    area_b = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area_p + area_b - inter, 1e-6)
+    """IoU of one XYXY box with each of ``boxes`` (detectron2's ``pairwise_iou``)."""
+    return pairwise_iou(Boxes(torch.as_tensor(patch[None], dtype=torch.float64)),
+                        Boxes(torch.as_tensor(boxes, dtype=torch.float64)))[0].numpy()
 
 
 class MinIoURandomCrop(T.Augmentation):
