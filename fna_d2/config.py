@@ -181,4 +181,40 @@ def add_fna_config(cfg: CN) -> CN:
     _C.FNA_PIPELINE.ADAPT_CONFIG = ""
     # Config of the seed baseline trained with the same schedule; empty: no baseline.
     _C.FNA_PIPELINE.BASELINE_CONFIG = ""
+
+    # ---- SSDLite (META_ARCHITECTURE "FNASSDLite", docs/ssdlite.md); others ignore these.
+    # Architecture logits are divided by this in the super network's softmax (mixing and path
+    # sampling): 1 is the paper's; FNA's SSDLite search used 0.9.
+    _C.MODEL.FNA.SEARCH.TEMPERATURE = 1.0
+    _C.MODEL.SSDLITE = CN()
+    # Object classes (background excluded; the classifier has NUM_CLASSES + 1 outputs).
+    _C.MODEL.SSDLITE.NUM_CLASSES = 80
+    # (H, W) every image is resized to inside the model, ratio not kept (authors: 320x320).
+    _C.MODEL.SSDLITE.INPUT_SIZE = (320, 320)
+    # Norm and BN eps of the extra layers and the head ("BN", "SyncBN", "GN", ...).
+    _C.MODEL.SSDLITE.NORM = "BN"
+    _C.MODEL.SSDLITE.BN_EPS = 1e-3
+    # Std of the normal init of the extra layers' and the head's convs.
+    _C.MODEL.SSDLITE.INIT_STD = 0.03
+    # Anchor centre spacing per level in pixels (mmdetection 0.6's SSD strides); the sizes
+    # are MODEL.ANCHOR_GENERATOR.SIZES as [min, max] per level, the ratios its ASPECT_RATIOS.
+    _C.MODEL.SSDLITE.ANCHOR_STRIDES = [16, 32, 64, 107, 160, 320]
+    # IoU >= this: positive anchor, below: negative (one threshold, as the authors').
+    _C.MODEL.SSDLITE.IOU_THRESHOLD = 0.5
+    # Hard-negative mining: at most this many negatives per positive, per image.
+    _C.MODEL.SSDLITE.NEG_POS_RATIO = 3
+    # Box coder weights (1 / the stds 0.1, 0.1, 0.2, 0.2) and smooth-L1 beta of the box loss.
+    _C.MODEL.SSDLITE.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    _C.MODEL.SSDLITE.SMOOTH_L1_BETA = 1.0
+    # Inference: score threshold and per-class NMS IoU (detections per image:
+    # TEST.DETECTIONS_PER_IMAGE, the authors' 200).
+    _C.MODEL.SSDLITE.SCORE_THRESH_TEST = 0.02
+    _C.MODEL.SSDLITE.NMS_THRESH_TEST = 0.6
+    # Weight optimizer: "SGD" (detectron2's) or "RMSprop" (the authors' SSDLite training:
+    # lr 0.2, eps 1.0, momentum 0.9), read by fna_d2.modeling.ssdlite.weight_optimizer.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    _C.SOLVER.RMSPROP = CN()
+    # torch RMSprop's smoothing constant alpha and eps (the authors: torch's 0.99, eps 1.0).
+    _C.SOLVER.RMSPROP.ALPHA = 0.99
+    _C.SOLVER.RMSPROP.EPS = 1.0
     return cfg

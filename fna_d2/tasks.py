@@ -7,7 +7,7 @@ from typing import Tuple
 from detectron2.config import CfgNode
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 
-__all__ = ["is_semantic", "task_of", "NET_NAMES", "TASK_METRICS"]
+__all__ = ["is_semantic", "is_ssdlite", "task_of", "NET_NAMES", "TASK_METRICS"]
 
 #: the networks a pipeline trains, by stage name, as reports name them
 NET_NAMES = {"adapt": "FNA (searched)", "baseline": "MobileNetV2 (seed)"}
@@ -15,14 +15,28 @@ NET_NAMES = {"adapt": "FNA (searched)", "baseline": "MobileNetV2 (seed)"}
 TASK_METRICS = {"detection": "AP", "segmentation": "mIoU"}
 
 
+def _meta_arch(cfg: CfgNode):
+    """The registered class of ``MODEL.META_ARCHITECTURE`` (None when not registered: build_model
+    would fail anyway)."""
+    try:
+        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    except KeyError:
+        return None
+    return arch if isinstance(arch, type) else None
+
+
 def is_semantic(cfg: CfgNode) -> bool:
     """True for semantic segmentation meta-architectures: ``SemanticSegmentor`` and any
     registered subclass of it (e.g. fna_d2's sliding-window ``FNASemanticSegmentor``)."""
-    try:
-        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    except KeyError:  # not registered: build_model would fail anyway
-        return False
-    return isinstance(arch, type) and issubclass(arch, SemanticSegmentor)
+    arch = _meta_arch(cfg)
+    return arch is not None and issubclass(arch, SemanticSegmentor)
+
+
+def is_ssdlite(cfg: CfgNode) -> bool:
+    """True for fna_d2's ``FNASSDLite`` (or a registered subclass of it): its trainers map the
+    train data with SSD's augmentations (``fna_d2.modeling.ssdlite.ssdlite_train_mapper``)."""
+    arch = _meta_arch(cfg)
+    return arch is not None and any(c.__name__ == "FNASSDLite" for c in arch.__mro__)
 
 
 def task_of(cfg: CfgNode) -> Tuple[str, str]:

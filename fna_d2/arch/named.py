@@ -4,7 +4,7 @@ strides, defines the search spaces and is what derived architectures must match)
 architecture FNA published for RetinaNet, and the paper's detection and segmentation spaces."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from ..errors import ArchError
 from .files import parse_authors_format
@@ -12,7 +12,8 @@ from .opnames import FIRST_LAYER_OPS, OTHER_LAYER_OPS, check_positive_int, locat
 from .types import Arch, SearchSpace, SearchStage, Stage
 
 __all__ = ["mobilenetv2_arch", "efficientnet_lite0_arch", "fna_retinanet_arch", "SEED_ARCHS",
-           "seed_arch", "space_from_seed", "detection_space", "segmentation_space"]
+           "seed_arch", "space_from_seed", "detection_space", "segmentation_space",
+           "SSDLITE_TAP_OPS", "ssdlite_tap_stage", "ssdlite_space"]
 
 #: MobileNetV2 1.0 stages as (t, c, n, s); stage 0 is the fixed first block.
 _MBV2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -102,3 +103,31 @@ def detection_space(seed: Optional[Arch] = None) -> SearchSpace:
 def segmentation_space(seed: Optional[Arch] = None) -> SearchSpace:
     """The paper's DeepLabv3 space: 4,4,6,6,4,1 layers (25 searchable)."""
     return space_from_seed(seed or mobilenetv2_arch(), (4, 4, 6, 6, 4, 1), "segmentation")
+
+
+#: candidates of SSDLite's tap layer (the first layer of the stride-16 -> 32 stage): its
+#: expansion output feeds the head, and the head's first level has 6 x 96 = 576 channels
+SSDLITE_TAP_OPS: Tuple[str, ...] = tuple(op_name(k, 6) for k in (3, 5, 7))
+
+
+def ssdlite_tap_stage(net: Union[Arch, SearchSpace]) -> int:
+    """Index of the stage SSDLite taps: the stride-2 stage entered at stride 16 (MobileNetV2:
+    the 96->160 stage); its first layer's expansion output is the head's first input."""
+    stride = 2  # the stem
+    for s, st in enumerate(net.stages):
+        if stride == 16 and st.stride == 2:
+            return s
+        stride *= st.stride
+    raise ArchError("SSDLite needs a stride-2 stage entered at stride 16 (MobileNetV2's "
+                    "96->160 stage); this network has none")
+
+
+def ssdlite_space(space: SearchSpace) -> SearchSpace:
+    """``space`` with the first layer of the tapped stage (:func:`ssdlite_tap_stage`)
+    choosing among :data:`SSDLITE_TAP_OPS` only (FNA's SSDLite space; name ``<name>_ssdlite``)."""
+    s = ssdlite_tap_stage(space)
+    st = space.stages[s]
+    cands = (SSDLITE_TAP_OPS,) + tuple(st.candidates[1:])
+    stages = list(space.stages)
+    stages[s] = SearchStage(st.cin, st.cout, st.stride, cands, st.dilation)
+    return SearchSpace(tuple(stages), space.stem_channels, f"{space.name}_ssdlite").validate()

@@ -94,16 +94,17 @@ def op_cost_table(space: SearchSpace, input_size: Tuple[int, int] = (800, 1088),
             for layer in iter_layers(built, input_size) if layer.searchable]
 
 
-def expected_cost(alphas: Sequence[torch.Tensor], table: Sequence[Sequence[float]]
-                  ) -> torch.Tensor:
-    """sum over layers of ``softmax(alpha_l) . table[l]`` (differentiable in the alphas)."""
+def expected_cost(alphas: Sequence[torch.Tensor], table: Sequence[Sequence[float]],
+                  temperature: float = 1.0) -> torch.Tensor:
+    """sum over layers of ``softmax(alpha_l / temperature) . table[l]`` (differentiable in the
+    alphas; ``temperature``: the super network's, 1 except FNA's SSDLite search)."""
     if len(alphas) != len(table):
         raise ValueError(f"{len(alphas)} alpha vectors but a cost table of {len(table)} layers")
     total = None
     for l, (a, row) in enumerate(zip(alphas, table)):
         if a.numel() != len(row):
             raise ValueError(f"searchable layer {l}: {a.numel()} alphas but {len(row)} costs")
-        c = (F.softmax(a, dim=-1) * torch.as_tensor(row, dtype=a.dtype, device=a.device)).sum()
+        c = (F.softmax(a / temperature, dim=-1) * torch.as_tensor(row, dtype=a.dtype, device=a.device)).sum()
         total = c if total is None else total + c
     if total is None:
         return torch.zeros(())

@@ -10,8 +10,12 @@ Counting convention (the one that reproduces the FNA paper's RetinaNet table, "M
   counted. A shared head (RetinaNet) is counted once per pyramid level. Batch size 1; the
   input is zero-padded to the backbone's size divisibility as detectron2 does.
 * **Params** = every parameter of the model (conv weights and biases, BN/GN affine; the
-  super network's alphas), no buffers. MobileNetV2's 320->1280 conv is not part of any fna_d2
-  backbone and so is not counted.
+  super network's alphas), no buffers. MobileNetV2's 320->1280 conv is counted only where
+  the model has it (SSDLite's backbone; the RetinaNet and DeepLab backbones do not).
+
+SSDLite models are split into ``backbone`` (the FNA network with its 1280 conv), ``extras`` and
+``head``; MobileNetV2 SSDLite (80 classes, 320x320) measures 4.323M / 0.808B, the paper's
+Table 3 rounds it to 4.3M / 0.8B.
 
 With this convention, RetinaNet (FPN 256, P6 from C5, 4x256 convs per branch, 9 anchors, 80
 classes) at 800x1088 measures 11.488M / 133.053B on MobileNetV2 and 11.732M / 133.030B on FNA's
@@ -88,6 +92,8 @@ def _groups(model: nn.Module) -> Dict[str, str]:
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, FPN):
         return {"backbone": "backbone.bottom_up.", "fpn": "backbone."}
+    if hasattr(backbone, "bottom_up") and hasattr(backbone, "extras"):  # SSDLite
+        return {"backbone": "backbone.bottom_up.", "extras": "backbone."}
     return {"backbone": "backbone."}
 
 

@@ -8,7 +8,9 @@ Modules: ``ops`` (MBConv / skip ops, norms), ``freeze`` (``MODEL.FNA.FREEZE_AT``
 ``derived`` (``DerivedNet``), ``supernet`` (``SuperNet``, ``MixedOp``), ``arch_config`` (the
 architecture / space / keyword arguments a config asks for), ``stored_arch`` (the
 architecture a checkpoint carries, checked against a built backbone), ``builders`` (the
-registered builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``).
+registered builders), ``seg_head`` (DeepLabv3 head), ``sliding_window`` (``FNASemanticSegmentor``), ``ssdlite``
+(the ``FNASSDLite`` meta-architecture, its backbone ``build_fna_ssdlite_backbone`` and
+``SSDAnchorGenerator``).
 """
 from . import ops  # noqa: F401
 from .arch_config import (arch_from_config, backbone_kwargs, check_macro_structure,
@@ -25,6 +27,8 @@ from .staged import FEATURE_NAMES, StagedBackbone, check_out_features, tap_stage
 from .stored_arch import (FNA_BACKBONES, backbone_record, check_record, describe_record,
                           fna_backbones)
 from .supernet import MixedOp, SuperNet, find_supernet
+from . import ssdlite  # noqa: E402  (registers FNASSDLite, its backbone and anchors)
+from .ssdlite import FNASSDLite
 
 __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "MBConv",
            "freeze_module", "check_freeze_at", "freeze_blocks",
@@ -34,4 +38,5 @@ __all__ = ["ops", "build_op", "SEARCH_BN", "NormSpec", "make_norm", "ConvBN", "M
            "build_fna_backbone", "build_fna_retinanet_fpn_backbone", "FNADeepLabV3Head",
            "FNASemanticSegmentor", "window_starts", "default_stride", "check_sliding_window_cfg",
            "check_sliding_window_meta_arch", "FNA_BACKBONES", "fna_backbones",
-           "backbone_record", "describe_record", "check_record"]
+           "backbone_record", "describe_record", "check_record", "ssdlite",
+           "FNASSDLite"]

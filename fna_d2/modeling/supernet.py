@@ -16,6 +16,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 
 from ..arch import Arch, Layer, SearchSpace
+from ..errors import ConfigError
 from .arch_config import backbone_kwargs, space_from_config
 from .ops import SEARCH_BN, NormSpec, build_op
 from .staged import StagedBackbone
@@ -26,12 +27,16 @@ __all__ = ["MixedOp", "SuperNet", "find_supernet"]
 class MixedOp(nn.Module):
     """A searchable layer: candidates in ``ops`` (keyed by op name) and logits ``alpha``.
 
-    ``mode == "mixed"``: sum of softmax(alpha)_i * op_i(x); ``mode == "path"``: only
-    ``ops[names[index]]`` runs."""
+    ``mode == "mixed"``: sum of softmax(alpha / temperature)_i * op_i(x); ``mode == "path"``:
+    only ``ops[names[index]]`` runs."""
 
     def __init__(self, names: Sequence[str], cin: int, cout: int, stride: int, dilation: int,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.1) -> None:
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.1, temperature: float = 1.0
+                 ) -> None:
         super().__init__()
+        if not temperature > 0:
+            raise ConfigError(f"MODEL.FNA.SEARCH.TEMPERATURE must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
         self.names: Tuple[str, ...] = tuple(names)
         self.ops = nn.ModuleDict({n: build_op(n, cin, cout, stride, dilation, SEARCH_BN, bn_eps,
                                               bn_momentum) for n in self.names})
@@ -42,12 +47,16 @@ class MixedOp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "path":
             return self.ops[self.names[self.index]](x)
-        weights = F.softmax(self.alpha, dim=0)
+        weights = self.weights()
         out = None
         for i, op in enumerate(self.ops.values()):
             y = weights[i] * op(x)
             out = y if out is None else out + y
         return out
+
+    def weights(self) -> torch.Tensor:
+        """softmax(alpha / temperature): the mixing weights, also the sampling distribution."""
+        return F.softmax(self.alpha / self.temperature, dim=0)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, index={self.index}"
@@ -57,20 +66,23 @@ class SuperNet(StagedBackbone):
     """The super network of a :class:`SearchSpace` (see ``docs/design.md``, SuperNet control).
 
     Layers with one candidate (stem, stage 0) are plain ops with ``norm``; searchable layers
-    are :class:`MixedOp` s with batch-statistics BN. Starts in mixed mode."""
+    are :class:`MixedOp` s with batch-statistics BN, mixing and sampling by
+    softmax(alpha / ``temperature``) (FNA's SSDLite search: 0.9). Starts in mixed mode."""
 
     @configurable
     def __init__(self, space: SearchSpace, *, out_features: Sequence[str] = ("c3", "c4", "c5"),
                  norm: NormSpec = "BN", bn_eps: float = 1e-3, bn_momentum: float = 0.1,
-                 output_stride: int = 32, freeze_at: int = 0, in_channels: int = 3) -> None:
+                 output_stride: int = 32, freeze_at: int = 0, in_channels: int = 3,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         space.validate("space")
         self.space = space
+        self.temperature = float(temperature)
 
         def build_layer(layer: Layer) -> nn.Module:
             if layer.searchable:
                 return MixedOp(layer.ops, layer.cin, layer.cout, layer.stride, layer.dilation,
-                               bn_eps, bn_momentum)
+                               bn_eps, bn_momentum, temperature)
             return build_op(layer.ops[0], layer.cin, layer.cout, layer.stride, layer.dilation,
                             norm, bn_eps, bn_momentum)
 
@@ -81,7 +93,8 @@ class SuperNet(StagedBackbone):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
-        return {"space": space_from_config(cfg), **backbone_kwargs(cfg, input_shape)}
+        return {"space": space_from_config(cfg), **backbone_kwargs(cfg, input_shape),
+                "temperature": cfg.MODEL.FNA.SEARCH.TEMPERATURE}
 
     # -- control API
     def mixed_ops(self) -> List[MixedOp]:
@@ -120,7 +133,8 @@ class SuperNet(StagedBackbone):
 
     def sample_path(self, mode: str = "softmax", generator: Optional[torch.Generator] = None
                     ) -> List[int]:
-        """One candidate index per searchable layer, drawn from softmax(alpha) ("softmax") or
+        """One candidate index per searchable layer, drawn from softmax(alpha / temperature)
+        ("softmax") or
         uniformly ("uniform"). Exactly one ``torch.rand`` draw per layer is taken from
         ``generator`` whatever the mode, so ranks seeded alike stay in step."""
         if mode not in ("softmax", "uniform"):
@@ -133,7 +147,8 @@ class SuperNet(StagedBackbone):
             if mode == "uniform":
                 probs = torch.full((n,), 1.0 / n, dtype=torch.float64)
             else:
-                probs = F.softmax(m.alpha.detach().to("cpu", torch.float64), dim=0)
+                probs = F.softmax(m.alpha.detach().to("cpu", torch.float64) / m.temperature,
+                                  dim=0)
             idx = int(torch.searchsorted(torch.cumsum(probs, 0), ui.reshape(1), right=True))
             path.append(min(idx, n - 1))
         return path
