@@ -211,7 +211,7 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.SSDLITE.SCORE_THRESH_TEST = 0.02
     _C.MODEL.SSDLITE.NMS_THRESH_TEST = 0.6
     # Weight optimizer: "SGD" (detectron2's) or "RMSprop" (the authors' SSDLite training:
-    # lr 0.2, eps 1.0, momentum 0.9), read by fna_d2.modeling.ssdlite.weight_optimizer.
+    # lr 0.2, eps 1.0, momentum 0.9), read by fna_d2.engine.optim.weight_optimizer.
     _C.SOLVER.OPTIMIZER = "SGD"
     _C.SOLVER.RMSPROP = CN()
     # torch RMSprop's smoothing constant alpha and eps (the authors: torch's 0.99, eps 1.0).

@@ -334,7 +334,7 @@ def test_train_mapper_makes_the_input_size(tmp_path):
 
 
 def test_rmsprop_from_config():
-    from fna_d2.modeling.ssdlite import weight_optimizer
+    from fna_d2.engine.optim import weight_optimizer
 
     cfg = _cfg("SOLVER.OPTIMIZER", "RMSprop", "SOLVER.BASE_LR", "0.2",
                "SOLVER.WEIGHT_DECAY", "4e-5")
@@ -346,6 +346,26 @@ def test_rmsprop_from_config():
         0.2, 1.0, 0.9, 0.99, 4e-5)
     with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER"):
         weight_optimizer(_cfg("SOLVER.OPTIMIZER", "Adam"), [{"params": [p]}])
+
+
+def test_trainers_use_the_ssdlite_mapper_and_optimizer():
+    """The trainers hand SSDLite configs the authors' mapper and SOLVER.OPTIMIZER."""
+    from fna_d2.engine.data import train_mapper
+    from fna_d2.engine.search import SearchTrainer
+    from fna_d2.engine.trainer import FNATrainer
+    from fna_d2.modeling.ssdlite import SSDDatasetMapper
+
+    cfg = _cfg("SOLVER.OPTIMIZER", "RMSprop")
+    assert isinstance(train_mapper(cfg), SSDDatasetMapper)
+    assert isinstance(train_mapper(cfg, augment=False), SSDDatasetMapper)
+    model = build_model(cfg)
+    assert isinstance(FNATrainer.build_optimizer(cfg, model), torch.optim.RMSprop)
+    search = _cfg("SOLVER.OPTIMIZER", "RMSprop", "MODEL.FNA.NETWORK", "super")
+    net = build_model(search)
+    opt = SearchTrainer.build_optimizer(search, net)
+    assert isinstance(opt, torch.optim.RMSprop)
+    alphas = {id(a) for a in find_supernet(net).arch_parameters()}
+    assert not any(id(p) in alphas for g in opt.param_groups for p in g["params"])
 
 
 # ---------------------------------------------------------------------------------- cost

@@ -27,7 +27,8 @@ from detectron2.utils.file_io import PathManager
 
 from ..data import demo
 from ..errors import ConfigError, DatasetNotRegisteredError
-from ..tasks import is_semantic
+from ..modeling.ssdlite import ssdlite_train_mapper
+from ..tasks import is_semantic, is_ssdlite
 
 __all__ = ["check_datasets", "num_classes_key", "dataset_classes", "load_sem_seg_gt",
            "train_augmentations", "train_mapper"]
@@ -147,5 +148,9 @@ def train_augmentations(cfg: CfgNode, augment: bool = True) -> List[T.Augmentati
 
 
 def train_mapper(cfg: CfgNode, augment: bool = True) -> DatasetMapper:
-    """The train :class:`DatasetMapper` with :func:`train_augmentations`."""
+    """The train :class:`DatasetMapper` with :func:`train_augmentations`; for SSDLite the
+    authors' pipeline (:func:`fna_d2.modeling.ssdlite.ssdlite_train_mapper`: photometric
+    distortion, expand, min-IoU crop, square resize, flip; ``augment=False``: the resize)."""
+    if is_ssdlite(cfg):
+        return ssdlite_train_mapper(cfg, augment)
     return DatasetMapper(cfg, is_train=True, augmentations=train_augmentations(cfg, augment))

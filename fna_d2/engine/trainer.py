@@ -30,23 +30,25 @@ import torch
 from torch import nn
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data import (MetadataCatalog, build_detection_test_loader,
+                             build_detection_train_loader)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, SemSegEvaluator
 from detectron2.projects.deeplab import build_lr_scheduler as deeplab_lr_scheduler
-from detectron2.solver import build_optimizer as d2_build_optimizer
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import FNACheckpointer
 from ..modeling.ops import naive_sync_bn
 from ..modeling.sliding_window import check_sliding_window_meta_arch
-from ..tasks import is_semantic
+from ..modeling.ssdlite import ssdlite_test_mapper
+from ..tasks import is_semantic, is_ssdlite
 from ..utils import unwrap_model
 from .amp import AmpSettings, AutocastTrainer, amp_settings
-from .clip import add_gradient_clipping, without_clipping
+from .clip import add_gradient_clipping
 from .data import check_datasets, load_sem_seg_gt, train_mapper
 from .ddp import average_bn_buffers, ddp_model
+from .optim import param_groups, weight_optimizer
 
 __all__ = ["FNATrainer"]
 
@@ -124,15 +126,24 @@ class FNATrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-        """Detectron2's SGD with ``SOLVER.CLIP_GRADIENTS`` applied by
-        :func:`fna_d2.engine.clip.add_gradient_clipping` (which adds the paper's global-norm
-        ``CLIP_TYPE "full_model"`` to detectron2's per-tensor "norm" and "value")."""
-        return add_gradient_clipping(cfg, d2_build_optimizer(without_clipping(cfg), model))
+        """``SOLVER.OPTIMIZER`` (detectron2's SGD, or RMSprop for SSDLite:
+        :func:`fna_d2.engine.optim.weight_optimizer`) over detectron2's parameter groups, with
+        ``SOLVER.CLIP_GRADIENTS`` applied by :func:`fna_d2.engine.clip.add_gradient_clipping`
+        (which adds the paper's global-norm ``CLIP_TYPE "full_model"`` to detectron2's
+        per-tensor "norm" and "value")."""
+        return add_gradient_clipping(cfg, weight_optimizer(cfg, param_groups(cfg, model)))
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        mapper = train_mapper(cfg) if is_semantic(cfg) else None
+        mapper = train_mapper(cfg) if is_semantic(cfg) or is_ssdlite(cfg) else None
         return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        """Detectron2's test loader; SSDLite's resizes to its square input (the authors' test
+        transform)."""
+        mapper = ssdlite_test_mapper(cfg) if is_ssdlite(cfg) else None
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):

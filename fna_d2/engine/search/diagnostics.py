@@ -35,7 +35,7 @@ def alpha_stats(net: nn.Module) -> AlphaStats:
     """:class:`AlphaStats` of the super network ``net`` (float64, on the CPU)."""
     probs, argmax, ent, skip_ent, skips = [], [], [], [], []
     for m in net.mixed_ops():
-        p = torch.softmax(m.alpha.detach().double().cpu(), 0)
+        p = torch.softmax(m.alpha.detach().double().cpu() / m.temperature, 0)
         h = float(-(p * p.clamp_min(1e-300).log()).sum()) / math.log(len(p))
         probs.append(p.tolist())
         argmax.append(int(p.argmax()))

@@ -172,8 +172,9 @@ class SearchStepRunner(SimpleTrainer):
 
     # -- pieces of the algorithm
     def expected_cost(self) -> torch.Tensor:
-        """sum over searchable layers of softmax(alpha) . cost_table[layer] (differentiable)."""
-        return expected_cost(self.alphas, self.cost_table)
+        """sum over searchable layers of softmax(alpha / T) . cost_table[layer] (differentiable;
+        T: the super network's temperature, ``MODEL.FNA.SEARCH.TEMPERATURE``)."""
+        return expected_cost(self.alphas, self.cost_table, temperature=self.net.temperature)
 
     def cost_loss(self, cost: torch.Tensor) -> torch.Tensor:
         """``LAMBDA * log(COST_SCALE * cost) / log(TAU)``."""

@@ -31,7 +31,6 @@ from torch import nn
 from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, hooks
 from detectron2.utils.events import EventWriter, JSONWriter, TensorboardXWriter
-from detectron2.solver.build import get_default_optimizer_params
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
@@ -46,6 +45,7 @@ from ..amp import amp_settings
 from ..clip import add_gradient_clipping, clip_global_norm
 from ..data import check_datasets
 from ..ddp import ddp_model
+from ..optim import param_groups, weight_optimizer
 from ..trainer import FNATrainer
 from .config import LatencySettings, SearchSchedule, check_search_cfg
 from .eta import SearchMetricPrinter, SearchPhases, mixed_path_madds_ratio
@@ -117,20 +117,12 @@ class SearchTrainer(FNATrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-        """Detectron2's SGD over every parameter except the alphas, with ``SOLVER.CLIP_GRADIENTS``
-        (:func:`fna_d2.engine.clip.add_gradient_clipping`: "full_model" clips their global norm)."""
+        """``SOLVER.OPTIMIZER`` (SGD; RMSprop for SSDLite) over every parameter except the
+        alphas, with ``SOLVER.CLIP_GRADIENTS`` (:func:`fna_d2.engine.clip.add_gradient_clipping`:
+        "full_model" clips their global norm)."""
         net = cls.find_supernet(model)
-        alpha_ids = {id(a) for a in net.arch_parameters()}
-        groups = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
-        for g in groups:
-            g["params"] = [p for p in g["params"] if id(p) not in alpha_ids]
-        groups = [g for g in groups if g["params"]]
-        sgd = torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                              nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-        return add_gradient_clipping(cfg, sgd)
+        groups = param_groups(cfg, model, exclude=net.arch_parameters())
+        return add_gradient_clipping(cfg, weight_optimizer(cfg, groups))
 
     @staticmethod
     def build_arch_optimizer(cfg: CfgNode, net: nn.Module) -> torch.optim.Optimizer:

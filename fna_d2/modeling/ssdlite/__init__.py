@@ -17,7 +17,6 @@ from .backbone import (EXTRA_CHANNELS, FEATURES, ExtraLayer, SSDLiteBackbone,
 from .head import SeparablePredictor, SSDLiteHead, flatten_predictions
 from .loss import hard_negative_mask, ssd_losses
 from .meta_arch import FNASSDLite
-from .optim import OPTIMIZERS, weight_optimizer
 from .taps import HEAD_CHANNELS, SSDLiteDerivedNet, SSDLiteSuperNet, tap_forward
 
 __all__ = ["SSDAnchorGenerator", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES", "ExtraLayer",
@@ -26,4 +25,4 @@ __all__ = ["SSDAnchorGenerator", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES
            "FNASSDLite", "HEAD_CHANNELS", "SSDLiteDerivedNet", "SSDLiteSuperNet",
            "tap_forward", "PhotometricDistortion", "ExpandTransform", "Expand",
            "MinIoURandomCrop", "SSDDatasetMapper", "ssdlite_train_augmentations",
-           "ssdlite_train_mapper", "ssdlite_test_mapper", "OPTIMIZERS", "weight_optimizer"]
+           "ssdlite_train_mapper", "ssdlite_test_mapper"]

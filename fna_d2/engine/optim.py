@@ -8,9 +8,12 @@ from typing import Any, Dict, List
 
 import torch
 
-from ...errors import ConfigError
+from detectron2.solver.build import get_default_optimizer_params
+from torch import nn
 
-__all__ = ["OPTIMIZERS", "weight_optimizer"]
+from ..errors import ConfigError
+
+__all__ = ["OPTIMIZERS", "param_groups", "weight_optimizer"]
 
 OPTIMIZERS = ("SGD", "RMSprop")
 
@@ -29,3 +32,17 @@ def weight_optimizer(cfg, groups: List[Dict[str, Any]]) -> torch.optim.Optimizer
                                    weight_decay=s.WEIGHT_DECAY)
     raise ConfigError(f"SOLVER.OPTIMIZER: unknown optimizer {name!r}; known: "
                       f"{', '.join(OPTIMIZERS)}")
+
+
+def param_groups(cfg, model: nn.Module, exclude=()) -> List[Dict[str, Any]]:
+    """Detectron2's parameter groups of ``model`` (``BASE_LR``, ``WEIGHT_DECAY_NORM``,
+    ``BIAS_LR_FACTOR``, ``WEIGHT_DECAY_BIAS``) without the parameters in ``exclude`` (the
+    search's alphas); empty groups dropped."""
+    s = cfg.SOLVER
+    skip = {id(p) for p in exclude}
+    groups = get_default_optimizer_params(
+        model, base_lr=s.BASE_LR, weight_decay_norm=s.WEIGHT_DECAY_NORM,
+        bias_lr_factor=s.BIAS_LR_FACTOR, weight_decay_bias=s.WEIGHT_DECAY_BIAS)
+    for g in groups:
+        g["params"] = [p for p in g["params"] if id(p) not in skip]
+    return [g for g in groups if g["params"]]
