@@ -90,6 +90,9 @@ def add_fna_config(cfg: CN) -> CN:
     # Iterations of BN statistics recalibration (fvcore precise BN) after remapping; 0: off.
     _C.MODEL.FNA.REMAP.RECALIBRATE_BN_ITERS = 0
 
+    # RetinaNet's FPN: ReLU between P6 and P7 (detectron2's LastLevelP6P7); False: none, as
+    # mmdetection 0.6 built it in the FNA release (the COCO configs).
+    _C.MODEL.FNA.FPN_P7_RELU = True
     _C.MODEL.FNA.SEARCH = CN()
     # Cost model of the search's cost loss: "madds" or "latency" (a table measured on
     # LATENCY_DEVICE, or read from LATENCY_TABLE).

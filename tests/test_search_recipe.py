@@ -99,3 +99,28 @@ def test_paper_search_configs_run_as_the_release(name):
     d = demo.MODEL.FNA.SEARCH  # the demos keep the settings their numbers were measured with
     assert (d.WEIGHT_AUGMENT, d.UPDATE_UNSAMPLED_OPS, demo.SOLVER.ARCH.CLIP_VALUE) == \
         (True, False, 0.0)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_p7_follows_p6_with_or_without_relu(relu):
+    """MODEL.FNA.FPN_P7_RELU: detectron2's P7 = conv(relu(P6)); the release's P7 = conv(P6)."""
+    from fna_d2.modeling import build_fna_retinanet_fpn_backbone
+    from detectron2.layers import ShapeSpec
+
+    cfg = search_cfg("unused", **{"MODEL.FNA.FPN_P7_RELU": relu, "MODEL.FNA.NETWORK": "seed"})
+    fpn = build_fna_retinanet_fpn_backbone(cfg, ShapeSpec(channels=3))
+    torch.manual_seed(0)
+    c5 = torch.randn(1, fpn.top_block.p6.in_channels, 6, 6)
+    p6, p7 = fpn.top_block(c5)
+    assert (p6 < 0).any()  # the ReLU would change P7
+    want = fpn.top_block.p7(torch.relu(p6) if relu else p6)
+    assert torch.allclose(p7, want)
+    assert not torch.allclose(p7, fpn.top_block.p7(p6 if relu else torch.relu(p6)))
+
+
+def test_coco_retinanet_configs_drop_the_relu_before_p7_and_the_demo_keeps_it():
+    for name in ("fna_retinanet_search.yaml", "fna_retinanet_adapt.yaml",
+                 "mobilenetv2_retinanet.yaml"):
+        assert get_fna_cfg(os.path.join(REPO, "configs", name)).MODEL.FNA.FPN_P7_RELU is False
+    demo = get_fna_cfg(os.path.join(REPO, "configs", "demo", "trees_adapt.yaml"))
+    assert demo.MODEL.FNA.FPN_P7_RELU is True

@@ -19,7 +19,7 @@ from .seed import MobileNetV2Seed
 from .stored_arch import check_record
 from .supernet import SuperNet
 
-__all__ = ["build_fna_backbone", "build_fna_retinanet_fpn_backbone"]
+__all__ = ["build_fna_backbone", "build_fna_retinanet_fpn_backbone", "LastLevelP6P7Linear"]
 
 _NETWORKS = ("seed", "super", "derived")
 
@@ -48,11 +48,21 @@ def build_fna_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     return net
 
 
+class LastLevelP6P7Linear(LastLevelP6P7):
+    """Detectron2's P6/P7 block without the ReLU between P6 and P7, as mmdetection 0.6 (the FNA
+    release) built RetinaNet's extra levels (``MODEL.FNA.FPN_P7_RELU False``)."""
+
+    def forward(self, c5):
+        p6 = self.p6(c5)
+        return [p6, self.p7(p6)]
+
+
 @BACKBONE_REGISTRY.register()
 def build_fna_retinanet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """FPN over c3, c4, c5 (or ``MODEL.FPN.IN_FEATURES`` if set) of :func:`build_fna_backbone`,
     with P6 from C5 and P7 from P6 (``LastLevelP6P7(c5_channels, MODEL.FPN.OUT_CHANNELS,
-    "c5")``), as in FNA's RetinaNet."""
+    "c5")``), as in FNA's RetinaNet; ``MODEL.FNA.FPN_P7_RELU False`` drops detectron2's ReLU
+    before P7 (:class:`LastLevelP6P7Linear`, the release's)."""
     bottom_up = build_fna_backbone(cfg, input_shape)
     in_features = list(cfg.MODEL.FPN.IN_FEATURES) or ["c3", "c4", "c5"]
     shapes = bottom_up.output_shape()
@@ -64,5 +74,6 @@ def build_fna_retinanet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     return FPN(bottom_up=bottom_up, in_features=in_features, out_channels=out_channels,
                norm=cfg.MODEL.FPN.NORM,
-               top_block=LastLevelP6P7(shapes["c5"].channels, out_channels, "c5"),
+               top_block=(LastLevelP6P7 if cfg.MODEL.FNA.FPN_P7_RELU else LastLevelP6P7Linear)(
+                   shapes["c5"].channels, out_channels, "c5"),
                fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
