@@ -94,7 +94,7 @@ class FNADeepLabV3Head(nn.Module):
             aspp_channels,
             list(aspp_dilations),
             norm=norm,
-            activation=F.relu,
+            activation=nn.ReLU(),  # a module, not F.relu: TorchScript cannot script a function attribute
             pool_kernel_size=None,  # global image pooling
             dropout=aspp_dropout,
             use_depthwise_separable_conv=use_depthwise_separable_conv,
