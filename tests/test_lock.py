@@ -109,3 +109,19 @@ def test_unreadable_or_foreign_records_do_not_block_a_free_lock(tmp_path):
     lock = OutputDirLock(str(d))
     assert lock.try_acquire() and lock.previous is None
     lock.release()
+
+
+def test_a_folder_inside_a_held_one_is_refused_when_asked(tmp_path):
+    """What train_net.py would use for its OUTPUT_DIR: a stage folder of a running pipeline
+    counts as held."""
+    root = str(tmp_path / "run")
+    pipe = OutputDirLock(root)
+    assert pipe.try_acquire()
+    inner = OutputDirLock(os.path.join(root, "adapt"))
+    assert not inner.try_acquire(enclosing=True)
+    msg = inner.refusal("a pipeline")
+    assert f"{inner.directory} is inside {root}, which is in use by a pipeline" in msg
+    assert f"pid {os.getpid()}" in msg and os.path.join(root, LOCK_NAME) in msg
+    pipe.release()
+    assert inner.try_acquire(enclosing=True)
+    inner.release()

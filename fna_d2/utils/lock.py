@@ -102,16 +102,29 @@ class OutputDirLock:
         self.holder: Optional[LockHolder] = None
         #: after a successful try_acquire: the dead holder whose lock was taken over, if any
         self.previous: Optional[LockHolder] = None
+        #: the folder whose live holder refused it: this one, or an enclosing one
+        self.held_dir = self.directory
 
     @property
     def held(self) -> bool:
         return self._depth > 0
 
-    def try_acquire(self) -> bool:
-        """Take the lock; False when another live process holds it (see :attr:`holder`)."""
+    def try_acquire(self, enclosing: bool = False) -> bool:
+        """Take the lock; False when another live process holds it (see :attr:`holder`).
+        ``enclosing``: also refuse when a folder above this one is held (e.g. a training run
+        into a stage folder of a running pipeline)."""
         if self._depth:
             self._depth += 1
             return True
+        if enclosing:
+            parent = os.path.dirname(self.directory)
+            while parent and parent != os.path.dirname(parent):
+                holder = lock_holder(parent)
+                if holder is not None:
+                    self.holder, self.held_dir = holder, parent
+                    return False
+                parent = os.path.dirname(parent)
+        self.held_dir = self.directory
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -161,8 +174,11 @@ class OutputDirLock:
         if self.holder and not self.holder.alive():
             note = (f"; pid {self.holder.pid} has exited, but a process it started still "
                     "holds the lock")
-        return (f"{self.directory} is in use by {what} ({who}{note}; lock file {self.path}): "
-                "wait for it to finish, or use another output folder")
+        where = self.directory if self.held_dir == self.directory else \
+            f"{self.directory} is inside {self.held_dir}, which"
+        path = os.path.join(self.held_dir, LOCK_NAME)
+        return (f"{where} is in use by {what} ({who}{note}; lock file {path}): wait for it to "
+                "finish, or use another output folder")
 
 
 def lock_holder(directory: str) -> Optional[LockHolder]:
