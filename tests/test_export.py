@@ -1,12 +1,31 @@
-"""DerivedNet export: TorchScript (script and trace) and ONNX (legacy exporter, onnxruntime)."""
+"""Export: DerivedNet to TorchScript (script and trace) and ONNX (TorchScript-based exporter,
+onnxruntime); ``python -m fna_d2.export`` of a trained RetinaNet and DeepLabv3 (TorchScript and
+ONNX, run back by their own runtimes and compared with detectron2's DefaultPredictor), its
+errors and exit codes, detection parity under reordering, and scripting of the DeepLabv3
+network."""
 import io
+import json
+import os
+import subprocess
+import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+from PIL import Image
 from torch import nn
 
+import fna_d2.export.core
 from fna_d2.arch import fna_retinanet_arch, mobilenetv2_arch
+from fna_d2.config import get_fna_cfg
+from fna_d2.export import compare_outputs, main as export_main
 from fna_d2.modeling import DerivedNet, MobileNetV2Seed
 
 
@@ -105,23 +124,6 @@ def test_onnx_export_parity(output_stride):
 
 
 # --- python -m fna_d2.export: trained detector and segmentor, TorchScript and ONNX -----------
-
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import DefaultPredictor  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import fna_d2.export.core  # noqa: E402
-from fna_d2.config import get_fna_cfg  # noqa: E402
-from fna_d2.export import compare_outputs, main as export_main  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
@@ -241,8 +243,6 @@ def test_trained_detector_exports_from_the_command_line(trained, fmt, tmp_path):
 def _resized(path, cfg, h, w):
     """The image at ``path`` as the export's input: INPUT.FORMAT channels, 3 x h x w, 0-255,
     resized with detectron2's ResizeShortestEdge (the test-time resize)."""
-    from detectron2.data import transforms as T
-
     img = read_image(path, format=cfg.INPUT.FORMAT)
     img = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST
                                ).get_transform(img).apply_image(img)
