@@ -68,3 +68,20 @@ class PipelineError(FNAError, RuntimeError):
 
 class CompareError(FNAError, ValueError):
     """A run directory that cannot be compared (missing, unfinished, or of another task)."""
+
+
+class OutputDirLockedError(FNAError, RuntimeError):
+    """An output folder another live run holds; the message names the folder and that run's
+    pid, host, start time and command."""
+
+
+__all__ += ["OutputDirLockedError"]
+
+
+class ExportError(FNAError, ValueError):
+    """A trained model that cannot be exported as asked (weights file missing or not fitting
+    the config's model, no sample image, an unknown format); the message names the file or
+    key at fault."""
+
+
+__all__ += ["ExportError"]

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer
 from fna_d2.errors import DatasetNotRegisteredError
 from fna_d2.pipeline import Pipeline, PipelineError, main, split_opts
+from fna_d2.pipeline.report_data import gather_report_data
 from fna_d2.remap import resolve_seed_uri
 from fna_d2.utils import file_sha256
 
@@ -112,6 +114,37 @@ def test_interrupted_stage_resumes(trees_run):
     assert resumed["status"] == "done" and not resumed.get("skipped")
     assert resumed["wall_time_s"] >= man["wall_time_s"]  # time of both runs
     assert not os.path.isdir(os.path.join(out, "baseline.stale"))  # resumed in place
+
+
+def test_killed_and_resumed_stage_counts_the_time_of_every_run(trees_run):
+    """A run killed before it could record its time (kill -9: no ``finally``) is counted from
+    its start to the last file it wrote in the stage folder; the stage's wall time, in its
+    manifest and in the report, is the sum of its runs."""
+    out, _ = trees_run
+    stage_dir = os.path.join(out, "baseline")
+    man = _manifest(out, "baseline")
+    t0 = time.time() - 20000.0
+    # as a killed run leaves it: running, its own run open (no wall time), nothing summed yet
+    man.update(status="running", wall_time_s=0.0,
+               runs=[{"started": "x", "started_epoch": t0, "pid": 1, "host": "h",
+                      "wall_time_s": None}])
+    with open(os.path.join(stage_dir, "stage.json"), "w") as f:
+        json.dump(man, f)
+    for d, _, files in os.walk(stage_dir):  # its last write: 10000 s after it started
+        for name in files:
+            t = t0 if name == "stage.json" else t0 + 10000.0 - 60 * (name != "metrics.json")
+            os.utime(os.path.join(d, name), (t, t))
+    pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
+    resumed = pipe.run(["baseline"])["baseline"]
+    killed, last = resumed["runs"]
+    assert killed["wall_time_s"] == pytest.approx(10000.0, abs=1e-3)
+    assert killed["ended"].startswith("killed") and last["ended"] == "done"
+    assert last["pid"] == os.getpid() and last["wall_time_s"] > 0
+    assert resumed["wall_time_s"] == pytest.approx(killed["wall_time_s"] + last["wall_time_s"])
+    assert _manifest(out, "baseline")["wall_time_s"] == resumed["wall_time_s"]
+    data = gather_report_data(pipe)
+    assert data.wall_times["baseline"] == resumed["wall_time_s"]
+    assert "2 runs" in data.stage_notes["baseline"]
 
 
 def test_modified_output_and_missing_input_name_the_stage(trees_run, tmp_path):

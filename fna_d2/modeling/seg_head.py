@@ -94,7 +94,8 @@ class FNADeepLabV3Head(nn.Module):
             aspp_channels,
             list(aspp_dilations),
             norm=norm,
-            activation=F.relu,
+            # a module, not F.relu: TorchScript cannot compile a function attribute
+            activation=nn.ReLU(),
             pool_kernel_size=None,  # global image pooling
             dropout=aspp_dropout,
             use_depthwise_separable_conv=use_depthwise_separable_conv,

@@ -9,7 +9,8 @@
 Trailing ``KEY VALUE`` overrides go to every stage config, except ``FNA_PIPELINE.*`` /
 ``OUTPUT_DIR`` (the pipeline's own) and ``STAGE:KEY`` (only that stage, e.g.
 ``adapt:SOLVER.MAX_ITER 10``). An error about the input (any :class:`~fna_d2.errors.FNAError`:
-config, arch file, seed, latency table, pipeline state) is printed on one line, exit code 2.
+config, arch file, seed, latency table, pipeline state, an output folder another live run
+holds) is printed on one line, exit code 2.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..errors import FNAError
-from ..utils import setup_logging
+from ..utils import lock_holder, setup_logging
 from .core import Pipeline
 from .stages import STAGES
 
@@ -61,6 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log = os.path.join(pipe.root, "pipeline_log.txt")
         setup_logging(log)
         if args.status:
+            holder = lock_holder(pipe.root)
+            if holder is not None:
+                print(f"{pipe.root} is being run by {holder.describe()}")
             print(pipe.status_table())
             return 0
         pipe.run(_csv(args.stages) or None, force=_csv(args.force))

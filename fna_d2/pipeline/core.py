@@ -6,24 +6,29 @@ Every stage writes ``OUTPUT_DIR/<stage>/stage.json``: a key (SHA-256 of the stag
 of its input files), the hashes of its outputs, its status and wall time. A stage whose
 manifest is ``done`` with the current key and untouched outputs is skipped; a stage whose key
 changed is *stale*: its folder is moved to ``<stage>.stale`` and it runs again; an interrupted
-stage (``running`` with the current key) resumes from its last checkpoint. See
+stage (``running`` with the current key) resumes from its last checkpoint. One live run at a
+time holds the output folder (:class:`~fna_d2.utils.OutputDirLock`): :meth:`Pipeline.run` and
+:meth:`Pipeline.run_stage` refuse a folder another live run holds
+(:class:`~fna_d2.errors.OutputDirLockedError`) and take over one whose holder died. See
 ``docs/pipeline.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
 from ..arch import load_arch
 from ..config import get_fna_cfg
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, OutputDirLockedError, PipelineError
 from ..modeling import check_macro_structure
 from ..arch import seed_arch
+from ..utils import OutputDirLock, lock_holder
 from . import manifest as mf
 from .overrides import split_opts
 from .stages import STAGE_BY_NAME, STAGE_TABLE, TRAINED, StageSpec, TrainStage
@@ -59,6 +64,7 @@ class Pipeline:
                     None if stage.optional and not path
                     else self._resolve(path, base, f"FNA_PIPELINE.{key}"))
         self._cfgs: Dict[str, CfgNode] = {}
+        self._lock = OutputDirLock(self.root)
 
     # -- configs and paths
     def _resolve(self, path: str, base: str, key: str) -> str:
@@ -151,6 +157,9 @@ class Pipeline:
         if man.get("key") != key:
             return "stale", mf.stale_reason(man, spec.config_digest, hashes)
         if man.get("status") != "done":
+            holder = None if self._lock.held else lock_holder(self.root)
+            if holder is not None:
+                return "partial", f"running now ({holder.describe()})"
             return "partial", "interrupted; resumes from its last checkpoint"
         changed = mf.outputs_changed(man, self.root)
         if changed:
@@ -167,9 +176,32 @@ class Pipeline:
         return "\n".join(rows)
 
     # -- running
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the output folder for the block (re-entrant): raises
+        :class:`~fna_d2.errors.OutputDirLockedError` naming the live run that holds it; takes
+        over, with a logged warning, the lock of a run that died."""
+        if not self._lock.try_acquire():
+            raise OutputDirLockedError(self._lock.refusal("another run"))
+        try:
+            for s in STAGE_BY_NAME:  # e.g. a train_net.py run into one stage's folder
+                holder = lock_holder(self.stage_dir(s))
+                if holder is not None:
+                    raise OutputDirLockedError(f"{self.stage_dir(s)} (stage {s!r}) is in use by "
+                                               f"another run ({holder.describe()}): wait for "
+                                               "it to finish, or use another output folder")
+            yield
+        finally:
+            self._lock.release()
+
     def run(self, stages: Optional[Sequence[str]] = None, force: Sequence[str] = ()
             ) -> Dict[str, dict]:
-        """Run ``stages`` (default: all) in order; returns the manifests."""
+        """Run ``stages`` (default: all) in order, holding the output folder; returns the
+        manifests."""
+        with self.hold():
+            return self._run(stages, force)
+
+    def _run(self, stages: Optional[Sequence[str]], force: Sequence[str]) -> Dict[str, dict]:
         selected = list(stages) if stages else self.stages()
         for s in list(selected) + list(force):
             if s not in self.stages():
@@ -216,7 +248,12 @@ class Pipeline:
     def run_stage(self, stage: str, force: bool = False) -> dict:
         """Run one stage by name (skipped when done, unless ``force``; resumed when partial;
         from scratch when stale). Its inputs must exist; whether their producers are up to
-        date is not checked here (:meth:`run` does). Returns its manifest."""
+        date is not checked here (:meth:`run` does). Holds the output folder while it runs.
+        Returns its manifest."""
+        with self.hold():
+            return self._run_stage(stage, force)
+
+    def _run_stage(self, stage: str, force: bool) -> dict:
         spec = self.spec(stage)
         st, reason = self.status(stage)
         if st == "done" and not force:
@@ -241,20 +278,26 @@ class Pipeline:
         key, hashes = self.key(spec)
         os.makedirs(spec.dir, exist_ok=True)
         man = mf.start_manifest(stage, key, hashes, spec.config_digest,
-                                self.manifest(stage) if resume else None)
+                                self.manifest(stage) if resume else None, spec.dir)
         mf.write_manifest(spec.dir, man)
         t0 = time.perf_counter()
+        ended = "interrupted"
         try:
             extra = spec.run(spec, resume) or {}
+            ended = "done"
+        except Exception as e:
+            ended = f"failed: {type(e).__name__}"
+            raise
         finally:
-            man["wall_time_s"] += time.perf_counter() - t0
-            mf.write_manifest(spec.dir, man)
+            mf.write_manifest(spec.dir, mf.end_run(man, time.perf_counter() - t0, ended))
         missing = [p for p in spec.outputs if not os.path.isfile(p)]
         if missing:
             raise PipelineError(f"stage {stage!r} finished but did not write "
                                 f"{', '.join(missing)}")
         mf.write_manifest(spec.dir, mf.finish_manifest(man, extra, spec.outputs, self.root))
-        logger.info(f"[pipeline] stage {stage}: done in {man['wall_time_s']:.1f} s")
+        runs = len(man["runs"])
+        logger.info(f"[pipeline] stage {stage}: done in {man['wall_time_s']:.1f} s"
+                    + (f" (over {runs} runs)" if runs > 1 else ""))
         return man
 
     @staticmethod

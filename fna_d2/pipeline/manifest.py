@@ -2,14 +2,19 @@
 and what a manifest says about the stage's state.
 
 A stage's key is the SHA-256 of its config digest and of the contents of its input files; the
-manifest also holds ``status`` (``running`` / ``done``), the input and output hashes, the wall
-time (summed over resumed runs), ``started`` / ``finished`` and the stage's extras.
+manifest also holds ``status`` (``running`` / ``done``), the input and output hashes,
+``started`` (the first run's start) / ``finished``, the stage's extras, and its ``runs``: one
+entry per run of the stage (started, pid, host, wall time, how it ended). ``wall_time_s`` is
+the sum over the runs: a stage interrupted and resumed counts the time of every run. A run
+killed before it could record its time (``kill -9``, a lost machine) is counted up to the last
+file it wrote in the stage folder.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import time
 from typing import Any, Dict, Iterable, Optional
 
@@ -19,7 +24,7 @@ from ..utils import file_sha256, read_json, text_sha256, write_json
 
 __all__ = ["MANIFEST", "config_digest", "read_manifest", "write_manifest", "write_stage_json",
            "file_hashes", "stage_key", "stale_reason", "outputs_changed", "start_manifest",
-           "finish_manifest", "move_away"]
+           "finish_manifest", "end_run", "move_away"]
 
 MANIFEST = "stage.json"
 _TIME = "%Y-%m-%d %H:%M:%S"
@@ -85,12 +90,70 @@ def outputs_changed(man: dict, root: str) -> Optional[str]:
     return None
 
 
+def _last_write(stage_dir: Optional[str]) -> Optional[float]:
+    """The newest modification time of the files under ``stage_dir`` (None: no files)."""
+    newest = None
+    for d, _, files in os.walk(stage_dir or ""):
+        for f in files:
+            try:
+                t = os.path.getmtime(os.path.join(d, f))
+            except OSError:
+                continue
+            newest = t if newest is None else max(newest, t)
+    return newest
+
+
+def _epoch(text: Optional[str]) -> Optional[float]:
+    try:
+        return time.mktime(time.strptime(str(text), _TIME))
+    except ValueError:
+        return None
+
+
+def _settled_runs(prev: dict, stage_dir: Optional[str]) -> list:
+    """``prev``'s runs, the last one's wall time estimated when it was killed without
+    recording it (from its start to the last file written in ``stage_dir``)."""
+    runs = [dict(r) for r in prev.get("runs") or []]
+    if not runs:  # a manifest from before runs were recorded
+        earlier = float(prev.get("wall_time_s") or 0.0)
+        if prev.get("status") != "running":
+            return [{"started": prev.get("started"), "wall_time_s": earlier, "ended": "done"}]
+        if earlier > 0:
+            runs.append({"started": None, "wall_time_s": earlier, "ended": "earlier runs"})
+        runs.append({"started": prev.get("started"), "started_epoch": _epoch(prev.get("started")),
+                     "wall_time_s": None})
+    last = runs[-1]
+    if last.get("wall_time_s") is None:
+        t0, t1 = last.get("started_epoch"), _last_write(stage_dir)
+        last["wall_time_s"] = max(0.0, t1 - t0) if t0 is not None and t1 is not None else 0.0
+        last["ended"] = "killed (counted up to the last file it wrote)"
+    return runs
+
+
 def start_manifest(stage: str, key: str, hashes: Dict[str, str], digest: str,
-                   prev: Optional[dict] = None) -> dict:
-    """The ``running`` manifest of a stage that starts (or resumes after ``prev``)."""
+                   prev: Optional[dict] = None, stage_dir: Optional[str] = None) -> dict:
+    """The ``running`` manifest of a stage that starts, or resumes after ``prev`` (the
+    manifest in ``stage_dir``, whose runs it keeps). Its last run is this one, without a wall
+    time until :func:`end_run` records it."""
+    now = time.strftime(_TIME)
+    runs = _settled_runs(prev, stage_dir) if prev else []
+    runs.append({"started": now, "started_epoch": time.time(), "pid": os.getpid(),
+                 "host": socket.gethostname(), "wall_time_s": None})
     return {"stage": stage, "status": "running", "key": key, "inputs": hashes,
-            "config_digest": digest, "started": time.strftime(_TIME),
-            "wall_time_s": float((prev or {}).get("wall_time_s", 0.0))}
+            "config_digest": digest, "started": (prev or {}).get("started") or now,
+            "runs": runs, "wall_time_s": _total(runs)}
+
+
+def _total(runs: list) -> float:
+    return float(sum(r.get("wall_time_s") or 0.0 for r in runs))
+
+
+def end_run(man: dict, seconds: float, ended: str) -> dict:
+    """Record the wall time and end (``done``, ``failed: ...``, ``interrupted``) of ``man``'s
+    current run; ``wall_time_s`` becomes the sum over all its runs."""
+    man["runs"][-1].update(wall_time_s=float(seconds), ended=ended)
+    man["wall_time_s"] = _total(man["runs"])
+    return man
 
 
 def finish_manifest(man: dict, extra: Dict[str, Any], outputs: Iterable[str], root: str) -> dict:

@@ -1,7 +1,7 @@
 """What the report shows, gathered from a pipeline's outputs: the evaluate stage's numbers, the
 searched / derived / seed architectures, the search's last logged losses and plots, the stage
-manifests' wall times, and the cost and latency of both networks (measured here, see
-:mod:`.measure`). :mod:`fna_d2.report` formats the result."""
+manifests' wall times (summed over a resumed stage's runs), and the cost and latency of both
+networks (measured here, see :mod:`.measure`). :mod:`fna_d2.report` formats the result."""
 from __future__ import annotations
 
 import json
@@ -76,8 +76,10 @@ def gather_report_data(pipe: Pipeline) -> ReportData:
         if s == "report":
             continue
         man = pipe.manifest(s) or {}
-        wall[s] = man.get("wall_time_s")
-        notes_by_stage[s] = f"{man.get('status', 'not run')} {man.get('finished', '')}".strip()
+        wall[s] = man.get("wall_time_s")  # the sum over the stage's runs (manifest.end_run)
+        note = f"{man.get('status', 'not run')} {man.get('finished', '')}".strip()
+        runs = len(man.get("runs") or [])
+        notes_by_stage[s] = note + (f", {runs} runs (resumed)" if runs > 1 else "")
 
     return ReportData(
         title=f"FNA pipeline report: {os.path.basename(pipe.config_file)}",
