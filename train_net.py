@@ -15,7 +15,9 @@ For the whole pipeline (search -> derive -> remap -> adapt -> evaluate -> report
 
 Bad input (an :class:`fna_d2.errors.FNAError`: config, arch file, seed weights, datasets...)
 is reported on one line, without a traceback, and the exit code is 2 (also when it happens in
-a worker of ``--num-gpus`` > 1).
+a worker of ``--num-gpus`` > 1). A training or search run holds its ``OUTPUT_DIR`` (the lock of
+``fna_d2.utils.lock``, also refusing a folder inside a running pipeline's): a second run into it
+exits 2 naming the live run; ``--eval-only`` takes no lock.
 """
 import sys
 
@@ -27,8 +29,8 @@ from detectron2.utils import comm
 import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer, evaluate_only
-from fna_d2.errors import FNAError
-from fna_d2.utils import FNA_LOGGER, setup_logging
+from fna_d2.errors import FNAError, OutputDirLockedError
+from fna_d2.utils import FNA_LOGGER, OutputDirLock, setup_logging
 
 #: exit code for bad input (an FNAError), as argparse uses for a bad command line
 EXIT_BAD_INPUT = 2
@@ -64,9 +66,26 @@ def guarded_main(args):
         sys.exit(EXIT_BAD_INPUT)
 
 
+def hold_output_dir(args):
+    """The lock of the run's ``OUTPUT_DIR``, taken in the launching process before the workers
+    start (on the first machine only: the others may share its file system); None for
+    ``--eval-only``. A folder another live run holds is an :class:`OutputDirLockedError`."""
+    if args.eval_only or args.machine_rank != 0:
+        return None
+    lock = OutputDirLock(get_fna_cfg(args.config_file, args.opts).OUTPUT_DIR)
+    if not lock.try_acquire(enclosing=True):
+        raise OutputDirLockedError(lock.refusal("another run"))
+    return lock
+
+
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    try:
+        lock = hold_output_dir(args)
+    except FNAError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         launch(
             guarded_main,
@@ -80,6 +99,9 @@ def invoke_main() -> None:
         if e.exit_code != EXIT_BAD_INPUT:
             raise
         sys.exit(EXIT_BAD_INPUT)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 if __name__ == "__main__":

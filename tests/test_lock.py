@@ -125,3 +125,15 @@ def test_a_folder_inside_a_held_one_is_refused_when_asked(tmp_path):
     pipe.release()
     assert inner.try_acquire(enclosing=True)
     inner.release()
+
+
+def test_train_net_into_a_held_folder_exits_2_naming_the_holder(holder):
+    out, child = holder
+    cfg = os.path.join(ROOT, "configs", "instant_test", "trees_adapt.yaml")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file",
+                           cfg, "OUTPUT_DIR", out], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=540)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("train_net.py: error")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(child.pid) in lines[0] and out in lines[0]
