@@ -30,7 +30,8 @@ import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer, evaluate_only
 from fna_d2.errors import FNAError, OutputDirLockedError
-from fna_d2.utils import FNA_LOGGER, OutputDirLock, setup_logging
+from fna_d2.utils import OutputDirLock
+from fna_d2.utils.logs import FNA_LOGGER, setup_logging
 
 #: exit code for bad input (an FNAError), as argparse uses for a bad command line
 EXIT_BAD_INPUT = 2

@@ -127,7 +127,6 @@ def test_onnx_export_parity(output_stride):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
-ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 #: (config, overrides) of the two trained-model kinds: RetinaNet on the searched COCO arch,
 #: DeepLabv3 on the seed arch; no seed weights (the exported weights are the checkpoint's)
 MODELS = {
@@ -180,7 +179,13 @@ def _randomise_bn(model):
 def _cli(cfg_file, opts, fmt, out, *extra):
     return subprocess.run([sys.executable, "-m", "fna_d2.export", "--config-file", cfg_file,
                            "--format", fmt, "--output", out, *extra, *opts],
-                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=800)
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=800)
+
+
+def _env():
+    """This process's environment as it is now (DETECTRON2_DATASETS may have been pointed at a
+    session's demo data after import), with the repository importable."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def _run_exported(fmt, path, x):

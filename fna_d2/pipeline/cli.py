@@ -20,7 +20,8 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..errors import FNAError
-from ..utils import lock_holder, setup_logging
+from ..utils import lock_holder
+from ..utils.logs import setup_logging
 from .core import Pipeline
 from .stages import STAGES
 

@@ -21,7 +21,8 @@ from torch.multiprocessing import ProcessRaisedException
 
 from .. import errors
 from ..engine import build_trainer, evaluate_only
-from ..utils import read_json, setup_logging, write_json
+from ..utils import read_json, write_json
+from ..utils.logs import setup_logging
 from .manifest import write_stage_json
 from .results import to_plain
 
