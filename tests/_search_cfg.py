@@ -7,6 +7,8 @@ from typing import Any, Dict
 
 import fna_d2.data  # noqa: F401  (registers the demo datasets)
 import fna_d2.modeling  # noqa: F401  (registers the backbones)
+from detectron2.engine import HookBase
+
 from fna_d2.config import get_fna_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,3 +60,19 @@ def search_cfg(output_dir: str, **overrides: Any):
     s.SEED = 3
     cfg.OUTPUT_DIR = str(output_dir)
     return set_options(cfg, overrides)
+
+
+class Killed(RuntimeError):
+    """Raised by :class:`KillAfter`."""
+
+
+class KillAfter(HookBase):
+    """Simulates a killed job: raises :class:`Killed` after iteration ``it`` (after its
+    checkpoint)."""
+
+    def __init__(self, it: int) -> None:
+        self.it = it
+
+    def after_step(self) -> None:
+        if self.trainer.iter == self.it:
+            raise Killed(f"killed after iteration {self.it}")

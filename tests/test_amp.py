@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
+from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.events import EventStorage
 
 from fna_d2.engine import FNATrainer, build_trainer
@@ -21,7 +21,7 @@ from fna_d2.engine.amp import AmpSettings, AutocastTrainer, amp_settings
 from fna_d2.errors import ConfigError
 from fna_d2.modeling.supernet import MixedOp
 
-from _search_cfg import search_cfg
+from _search_cfg import KillAfter, Killed, search_cfg
 
 #: one torch thread for the whole module (see conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,19 +41,6 @@ def _same_run(a, b) -> None:
     assert all(torch.equal(x, y) for x, y in zip(_alphas(a), _alphas(b)))
     pa, pb = _params(a.model), _params(b.model)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
-
-
-class _Killed(RuntimeError):
-    pass
-
-
-class _KillAfter(HookBase):
-    def __init__(self, it: int) -> None:
-        self.it = it
-
-    def after_step(self) -> None:
-        if self.trainer.iter == self.it:
-            raise _Killed(f"killed after iteration {self.it}")
 
 
 def _record(seen):
@@ -161,9 +148,9 @@ def _straight_and_resumed(tmp_path, prepare=lambda t: None, **overrides):
     cfg = search_cfg(tmp_path / "killed", **overrides)
     killed = build_trainer(cfg)
     prepare(killed)
-    killed.register_hooks([_KillAfter(1)])
+    killed.register_hooks([KillAfter(1)])
     killed.resume_or_load(resume=False)
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         killed.train()
     resumed = build_trainer(cfg)
     prepare(resumed)

@@ -27,7 +27,7 @@ from fna_d2.engine.search import STATE_VERSION, alpha_stats, check_search_cfg, m
 from fna_d2.engine.search.state import own_rank_state
 from fna_d2.errors import SearchResumeError
 
-from _search_cfg import search_cfg
+from _search_cfg import KillAfter, Killed, search_cfg
 
 
 #: one torch thread for the whole module (see conftest.py)
@@ -40,21 +40,6 @@ def _params(model):
 
 def _alphas(trainer):
     return [a.detach().clone() for a in trainer.net.arch_parameters()]
-
-
-class _Killed(RuntimeError):
-    pass
-
-
-class _KillAfter(HookBase):
-    """Simulates a killed job: raises after iteration ``it`` (after its checkpoint)."""
-
-    def __init__(self, it: int) -> None:
-        self.it = it
-
-    def after_step(self) -> None:
-        if self.trainer.iter == self.it:
-            raise _Killed(f"killed after iteration {self.it}")
 
 
 class _SetAlphas(HookBase):
@@ -154,9 +139,9 @@ def test_resume_is_bit_exact(straight, tmp_path):
     trainer, _, _ = straight
     cfg = search_cfg(tmp_path)
     killed = build_trainer(cfg)
-    killed.register_hooks([_KillAfter(1)])
+    killed.register_hooks([KillAfter(1)])
     killed.resume_or_load(resume=False)
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         killed.train()
     assert not os.path.exists(tmp_path / "searched_arch.json")  # no final output on failure
     resumed = build_trainer(cfg)
