@@ -45,6 +45,7 @@ import _common as C  # noqa: E402
 import gpu_check_data as D  # noqa: E402
 from gpu_check_progress import Progress  # noqa: E402
 import torch  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from fna_d2.config import get_fna_cfg  # noqa: E402
@@ -185,6 +186,7 @@ def run_one(kind: str, precision: str, a: argparse.Namespace, sched: Dict[str, A
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(cuda)
         rec["allocated_before_mb"] = torch.cuda.memory_allocated(cuda) / 2 ** 20
+    seed_all_rng(a.seed)  # each run's random init and data order, the same from run to run
     t = time.perf_counter()
     try:
         trainer = build_trainer(cfg)
@@ -319,6 +321,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default torch's; --quick: 1, which is many times "
                          "faster than oversubscribed threads on a loaded CPU)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="RNG seed of each run's weights, sampling and data order (default 0)")
     ap.add_argument("--work", default=None, help="scratch folder for the synthetic images and "
                     "the trainers' OUTPUT_DIRs (default output/bench/{full,quick}/gpu_check)")
     ap.add_argument("--out", default=None, help="result file (default bench/results/"
@@ -377,6 +381,7 @@ def main(argv=None) -> int:
            "settings": {"device": a.device, "precisions": a.precisions, "cold_steps": a.cold,
                         "torch_threads": torch.get_num_threads(),
                         "timed_steps": a.iters, "batch_override": a.batch, "data": synth,
+                        "seed": a.seed,
                         "weights": "random init (MODEL.FNA.SEED_WEIGHTS '')",
                         "arch": ARCH, "command": " ".join(["python bench/gpu_check.py"]
                                                           + list(argv or sys.argv[1:]))},

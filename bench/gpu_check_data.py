@@ -3,7 +3,7 @@ image shapes (640x480, 640x427, 480x640, 500x375) with random boxes of 80 classe
 per image as COCO's average of 7), registered with detectron2 as ``fna_gpu_check_synth``. The
 configs' own mapper resizes them (shortest edge 800, longest <= 1333), so the networks see the
 paper's 1333x800-class inputs. The pixels are noise: compute time does not depend on them.
-``--quick``: 85x64-class images."""
+``--quick``: 96x72-class images (see :data:`QUICK_SIZE`)."""
 from __future__ import annotations
 
 import os
@@ -20,8 +20,12 @@ __all__ = ["DATASET", "COCO_SHAPES", "QUICK_SIZE", "register_synthetic"]
 DATASET = "fna_gpu_check_synth"
 #: (width, height) of the commonest COCO train2017 image shapes
 COCO_SHAPES: Tuple[Tuple[int, int], ...] = ((640, 480), (640, 427), (480, 640), (500, 375))
-#: shortest edge of the --quick inputs (images and INPUT.MIN_SIZE_TRAIN)
-QUICK_SIZE = 64
+#: shortest edge of the --quick inputs (images and INPUT.MIN_SIZE_TRAIN). Above 64 so that,
+#: padded to the FPN's multiple of 32, every stride-2 convolution (P6 and P7 included) reads an
+#: input at least 2 pixels wide: torch 2.14.1's CPU (oneDNN) bfloat16 convolution returns NaN
+#: weight gradients for a stride-2 conv whose input is 1 pixel wide, which a 64-pixel portrait
+#: image gives P7 (docs/gpu.md).
+QUICK_SIZE = 72
 NUM_CLASSES = 80
 BOXES_PER_IMAGE = 7
 

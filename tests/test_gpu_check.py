@@ -4,6 +4,7 @@ projection, recomputed from the recorded numbers), and the full check refuses to
 CUDA. The docs section labels a CPU result as one and says plainly when nothing ran on a GPU."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
+
 
 
 def _run(args, tmp_path, **env):
@@ -49,7 +51,7 @@ def test_quick_run_times_both_configs_and_records_the_machine(quick):
         # the first conv computed in the dtype asked for (bf16: SOLVER.AMP took effect)
         want = "torch.bfloat16" if rec["precision"] == "bf16" else "torch.float32"
         assert rec["observed_dtypes"] == [want], rec
-        assert rec["input_sizes_hw"] and all(min(hw) == 64 for hw in rec["input_sizes_hw"])
+        assert rec["input_sizes_hw"] and all(min(hw) == _bench('gpu_check_data').QUICK_SIZE for hw in rec["input_sizes_hw"])
         for s in rec["s_per_iter"].values():
             assert s["n"] == 1 and s["median"] > 0
     search, adapt = [next(x for x in doc["runs"] if (x["config"], x["precision"]) == (c, "fp32"))
@@ -96,13 +98,38 @@ def test_docs_section_labels_a_cpu_result_and_says_when_nothing_ran_on_a_gpu(qui
     assert "Not run on a GPU yet" in "\n".join(section.section(None, "docs/benchmarks.md"))
 
 
-def _script():
+def _bench(name):
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
-        import gpu_check
+        return importlib.import_module(name)
     finally:
         sys.path.remove(os.path.join(ROOT, "bench"))
-    return gpu_check
+
+
+def _script():
+    return _bench("gpu_check")
+
+
+def test_quick_inputs_give_every_stride2_conv_an_input_two_pixels_wide(tmp_path):
+    """torch 2.14.1's CPU bfloat16 conv returns NaN weight gradients for a stride-2 conv whose
+    input is 1 pixel wide (what a 64-pixel portrait image gave P7: a flaky NaN in CI's bf16
+    adaptation step). The quick inputs, padded as the model pads them, must avoid that shape."""
+    g, data = _script(), _bench("gpu_check_data")
+    from detectron2.modeling import build_model
+    from fna_d2.config import get_fna_cfg
+    a = g.parse(["--quick", "--work", str(tmp_path)])
+    opts = g.run_opts("adapt", "fp32", a, g.schedule("adapt"), "coco_2017_val", str(tmp_path))
+    cfg = get_fna_cfg(os.path.join(ROOT, g.CONFIGS["adapt"]), [str(o) for o in opts])
+    model = build_model(cfg).eval()
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2):
+            m.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    for w, h in data._shapes(True):
+        assert min(w, h) == data.QUICK_SIZE
+        with torch.no_grad():
+            model([{"image": torch.zeros(3, h, w), "height": h, "width": w}])
+    assert seen and min(min(hw) for hw in seen) >= 2, sorted(set(seen))
 
 
 def test_full_check_refuses_to_run_without_cuda(tmp_path, monkeypatch, capsys):
