@@ -1,0 +1,6 @@
+"""Controls for a searched architecture: cost-matched random architectures of its search space
+and the seed shrunk by hand to its cost (:mod:`.matched`), and the command that writes them as
+arch files (``python -m fna_d2.controls``, :mod:`.cli`)."""
+from .matched import SHRINK_MODES, Matched, backbone_gmadds, sample_matched, shrink_seed
+
+__all__ = ["Matched", "SHRINK_MODES", "backbone_gmadds", "sample_matched", "shrink_seed"]
