@@ -15,7 +15,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-__all__ = ["DATASET", "COCO_SHAPES", "QUICK_SIZE", "register_synthetic"]
+__all__ = ["DATASET", "COCO_SHAPES", "QUICK_SIZE", "image_shapes", "register_synthetic"]
 
 DATASET = "fna_gpu_check_synth"
 #: (width, height) of the commonest COCO train2017 image shapes
@@ -30,7 +30,9 @@ NUM_CLASSES = 80
 BOXES_PER_IMAGE = 7
 
 
-def _shapes(quick: bool) -> List[Tuple[int, int]]:
+def image_shapes(quick: bool) -> List[Tuple[int, int]]:
+    """(width, height) of the synthetic images, in turn (COCO's commonest; --quick: scaled so
+    the shortest edge is QUICK_SIZE)."""
     if not quick:
         return list(COCO_SHAPES)
     return [(max(QUICK_SIZE, w * QUICK_SIZE // min(w, h)), max(QUICK_SIZE, h * QUICK_SIZE
@@ -54,7 +56,7 @@ def register_synthetic(root: str, n: int, quick: bool = False, seed: int = 0
     """Write ``n`` images under ``root`` (kept when already there) and register them;
     returns (dataset name, description for the result file)."""
     rng = np.random.default_rng(seed)
-    shapes = _shapes(quick)
+    shapes = image_shapes(quick)
     dicts = []
     os.makedirs(root, exist_ok=True)
     for i in range(n):

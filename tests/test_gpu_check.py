@@ -125,7 +125,7 @@ def test_quick_inputs_give_every_stride2_conv_an_input_two_pixels_wide(tmp_path)
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2):
             m.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
-    for w, h in data._shapes(True):
+    for w, h in data.image_shapes(True):
         assert min(w, h) == data.QUICK_SIZE
         with torch.no_grad():
             model([{"image": torch.zeros(3, h, w), "height": h, "width": w}])
