@@ -105,6 +105,15 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.FNA.SEARCH.COST_SCALE = 1.0
     # (H, W) the cost table is built at (RetinaNet: 800x1088).
     _C.MODEL.FNA.SEARCH.COST_INPUT_SIZE = (800, 1088)
+    # A budget instead of LAMBDA's trade-off (fna_d2's; not in the paper): None (off: the
+    # paper's log cost term), a number in the cost table's units (the searchable layers'
+    # GMAdds, or ms for COST "latency": what the search logs as search/cost), or "seed" (the
+    # seed architecture's own cost in this space). With a target the cost term is
+    # LAMBDA * max(0, log(cost / target)) / log(TAU) and the searched architecture is the most
+    # probable path costing target * (1 +- TARGET_TOLERANCE) (fna_d2.cost.budget).
+    _C.MODEL.FNA.SEARCH.TARGET_COST = None
+    # Relative band of TARGET_COST the searched architecture must land in.
+    _C.MODEL.FNA.SEARCH.TARGET_TOLERANCE = 0.05
     # Latency lookup table file for COST="latency"; empty: OUTPUT_DIR/latency_table.json.
     _C.MODEL.FNA.SEARCH.LATENCY_TABLE = ""
     # True: LATENCY_TABLE was measured on another device on purpose (the deployment device:

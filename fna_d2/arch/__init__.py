@@ -14,8 +14,8 @@ from .files import (CHECKPOINT_ARCH_KEY, NETWORK_KINDS, arch_record, load_arch,
                     parse_authors_format, read_checkpoint_arch, record_arch, save_arch,
                     to_authors_format)
 from .named import (SEED_ARCHS, SSDLITE_TAP_OPS, detection_space, efficientnet_lite0_arch,
-                    fna_retinanet_arch, mobilenetv2_arch, seed_arch, segmentation_space,
-                    space_from_seed, ssdlite_space, ssdlite_tap_stage)
+                    fna_retinanet_arch, mobilenetv2_arch, seed_arch, seed_in_space,
+                    segmentation_space, space_from_seed, ssdlite_space, ssdlite_tap_stage)
 from .opnames import (EXPANSIONS, FIRST_LAYER_OPS, KERNELS, OTHER_LAYER_OPS, SKIP, op_name,
                       parse_op)
 from .types import ARCH_FORMAT, ARCH_VERSION, Arch, SearchSpace, SearchStage, Stage
@@ -44,6 +44,7 @@ __all__ = [
     "detection_space",
     "segmentation_space",
     "space_from_seed",
+    "seed_in_space",
     "SSDLITE_TAP_OPS",
     "ssdlite_tap_stage",
     "ssdlite_space",

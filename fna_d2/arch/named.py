@@ -8,12 +8,13 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from ..errors import ArchError
 from .files import parse_authors_format
-from .opnames import FIRST_LAYER_OPS, OTHER_LAYER_OPS, check_positive_int, location, op_name
+from .opnames import (FIRST_LAYER_OPS, OTHER_LAYER_OPS, SKIP, check_positive_int, location,
+                      op_name)
 from .types import Arch, SearchSpace, SearchStage, Stage
 
 __all__ = ["mobilenetv2_arch", "efficientnet_lite0_arch", "fna_retinanet_arch", "SEED_ARCHS",
-           "seed_arch", "space_from_seed", "detection_space", "segmentation_space",
-           "SSDLITE_TAP_OPS", "ssdlite_tap_stage", "ssdlite_space"]
+           "seed_arch", "space_from_seed", "seed_in_space", "detection_space",
+           "segmentation_space", "SSDLITE_TAP_OPS", "ssdlite_tap_stage", "ssdlite_space"]
 
 #: MobileNetV2 1.0 stages as (t, c, n, s); stage 0 is the fixed first block.
 _MBV2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -93,6 +94,24 @@ def space_from_seed(seed: Arch, depths: Sequence[int], name: str = "custom") -> 
             cands.append(OTHER_LAYER_OPS if (i > 0 and shape_kept) else FIRST_LAYER_OPS)
         stages.append(SearchStage(st.cin, st.cout, st.stride, tuple(cands), st.dilation))
     return SearchSpace(tuple(stages), seed.stem_channels, name).validate()
+
+
+def seed_in_space(seed: Arch, space: SearchSpace) -> Arch:
+    """``seed`` as a path of ``space``: each stage's seed layers first, ``skip`` after
+    (:class:`ArchError` if the seed does not fit the space)."""
+    if len(seed.stages) != len(space.stages):
+        raise ArchError(f"seed has {len(seed.stages)} stages, search space {space.name!r} "
+                        f"{len(space.stages)}")
+    stages = []
+    for s, (st, sp) in enumerate(zip(seed.stages, space.stages)):
+        if st.depth > sp.depth:
+            raise ArchError(f"stage {s}: the seed has {st.depth} layers, the space {sp.depth}")
+        stages.append(Stage(st.cin, st.cout, st.stride,
+                            tuple(st.ops) + (SKIP,) * (sp.depth - st.depth), sp.dilation))
+    arch = Arch(tuple(stages), seed.stem_channels, dict(seed.meta))
+    if not space.contains(arch):
+        raise ArchError(f"the seed is not a path of search space {space.name!r}")
+    return arch
 
 
 def detection_space(seed: Optional[Arch] = None) -> SearchSpace:

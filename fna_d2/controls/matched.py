@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..arch import SKIP, Arch, SearchSpace, Stage, op_name, parse_op
+from ..arch import SKIP, Arch, SearchSpace, Stage, op_name, parse_op, seed_in_space
 from ..cost import arch_cost, op_cost_table
 from ..errors import ArchError
 
@@ -186,7 +186,7 @@ def shrink_seed(seed: Arch, space: SearchSpace, target_gmadds: float,
     if mode not in SHRINK_MODES:
         raise ArchError(f"shrink mode must be one of {', '.join(SHRINK_MODES)}, got {mode!r}")
     _check_target(target_gmadds, 0.5)
-    stages = [list(st.ops) for st in _seed_in_space(seed, space).stages]
+    stages = [list(st.ops) for st in seed_in_space(seed, space).stages]
     cost = lambda: backbone_gmadds(_arch(space, stages), input_size, output_stride)  # noqa: E731
     steps = [(cost(), [list(s) for s in stages])]
     if steps[0][0] <= target_gmadds:
@@ -207,22 +207,6 @@ def shrink_seed(seed: Arch, space: SearchSpace, target_gmadds: float,
     arch = _arch(space, best, {"name": f"{seed.meta.get('name', 'seed')}_shrunk_{mode}",
                                      "target_gmadds": target_gmadds})
     return Matched(arch, best_cost, target_gmadds, f"shrink-{mode}", {"steps": len(steps) - 1})
-
-
-def _seed_in_space(seed: Arch, space: SearchSpace) -> Arch:
-    if len(seed.stages) != len(space.stages):
-        raise ArchError(f"seed has {len(seed.stages)} stages, search space {space.name!r} "
-                        f"{len(space.stages)}")
-    stages = []
-    for s, (st, sp) in enumerate(zip(seed.stages, space.stages)):
-        if st.depth > sp.depth:
-            raise ArchError(f"stage {s}: the seed has {st.depth} layers, the space {sp.depth}")
-        stages.append(Stage(st.cin, st.cout, st.stride,
-                            tuple(st.ops) + (SKIP,) * (sp.depth - st.depth), sp.dilation))
-    arch = Arch(tuple(stages), seed.stem_channels, dict(seed.meta))
-    if not space.contains(arch):
-        raise ArchError(f"the seed is not a path of search space {space.name!r}")
-    return arch
 
 
 def _shrink_one(ops: List[str], mode: str, candidates) -> bool:

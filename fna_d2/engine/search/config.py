@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
-from ...errors import ConfigError
+from ...arch import SearchSpace, seed_arch, seed_in_space
+from ...cost import path_cost
+from ...errors import ArchError, ConfigError
 from ...latency import latency_device
 
-__all__ = ["COST_TYPES", "check_search_cfg", "SearchSchedule", "LatencySettings"]
+__all__ = ["COST_TYPES", "check_search_cfg", "target_cost", "SearchSchedule",
+           "LatencySettings"]
 
 #: cost types the search's cost term understands (``MODEL.FNA.SEARCH.COST``)
 COST_TYPES = ("madds", "latency")
@@ -62,13 +65,41 @@ def check_search_cfg(cfg: CfgNode) -> None:
                           "the other device (python -m fna_d2.latency build ... --out FILE)")
     if s.COST == "latency":
         latency_device(s.LATENCY_DEVICE, "MODEL.FNA.SEARCH.LATENCY_DEVICE")
+    t = s.TARGET_COST
+    if t is not None and t != "seed" and (isinstance(t, bool) or not isinstance(t, (int, float))
+                                          or not t > 0):
+        raise ConfigError(f"MODEL.FNA.SEARCH.TARGET_COST must be None (no target), a cost > 0 "
+                          f"in the cost table's units (GMAdds, or ms for COST 'latency') or "
+                          f"'seed', got {t!r}")
+    if not 0.0 < float(s.TARGET_TOLERANCE) < 1.0:
+        raise ConfigError(f"MODEL.FNA.SEARCH.TARGET_TOLERANCE must be in (0, 1), got "
+                          f"{s.TARGET_TOLERANCE}")
+
+
+def target_cost(cfg: CfgNode, space: SearchSpace, cost_table: Sequence[Sequence[float]]
+                ) -> Optional[float]:
+    """``MODEL.FNA.SEARCH.TARGET_COST`` in the cost table's units (None: no target); "seed" is
+    the cost of ``MODEL.FNA.SEED`` placed in ``space`` (its layers first, skips after)."""
+    t = cfg.MODEL.FNA.SEARCH.TARGET_COST
+    if t is None:
+        return None
+    if t == "seed":
+        try:
+            seed = seed_in_space(seed_arch(cfg.MODEL.FNA.SEED), space)
+        except ArchError as e:
+            raise ConfigError(f"MODEL.FNA.SEARCH.TARGET_COST 'seed': the seed "
+                              f"{cfg.MODEL.FNA.SEED!r} is not a path of search space "
+                              f"{space.name!r} ({e}); give the target as a number") from None
+        return path_cost(cost_table, space.path_of(seed, "MODEL.FNA.SEED"))
+    return float(t)
 
 
 @dataclass(frozen=True)
 class SearchSchedule:
     """The alternation's numbers: warm-up length, steps per cycle, the cost term's ``lam`` /
-    ``tau`` / ``cost_scale``, the collapse rule's limits and whether weight steps keep updating
-    ops off the sampled path (``UPDATE_UNSAMPLED_OPS``)."""
+    ``tau`` / ``cost_scale``, the collapse rule's limits, whether weight steps keep updating
+    ops off the sampled path (``UPDATE_UNSAMPLED_OPS``) and the cost target (``target``, in
+    the cost table's units, None: none; ``target_tolerance``)."""
 
     warmup_iters: int
     arch_steps: int
@@ -80,14 +111,25 @@ class SearchSchedule:
     entropy_limit: float
     stop_on_collapse: bool
     update_unsampled_ops: bool = False
+    target: Optional[float] = None
+    target_tolerance: float = 0.05
 
     @classmethod
-    def from_config(cls, cfg: CfgNode) -> "SearchSchedule":
+    def from_config(cls, cfg: CfgNode, target: Optional[float] = None) -> "SearchSchedule":
+        """``target``: :func:`target_cost` of the search's space and cost table."""
         s = cfg.MODEL.FNA.SEARCH
         return cls(int(s.WARMUP_ITERS), int(s.ARCH_STEPS), int(s.WEIGHT_STEPS), float(s.LAMBDA),
                    float(s.TAU), float(s.COST_SCALE), float(s.COLLAPSE_SKIP_RATIO),
                    float(s.COLLAPSE_ENTROPY), bool(s.STOP_ON_COLLAPSE),
-                   bool(s.UPDATE_UNSAMPLED_OPS))
+                   bool(s.UPDATE_UNSAMPLED_OPS), target, float(s.TARGET_TOLERANCE))
+
+    @property
+    def target_band(self) -> Optional[Tuple[float, float]]:
+        """(lo, hi) the searched architecture's cost must lie in (None without a target)."""
+        if self.target is None:
+            return None
+        return (self.target * (1 - self.target_tolerance),
+                self.target * (1 + self.target_tolerance))
 
 
 @dataclass(frozen=True)

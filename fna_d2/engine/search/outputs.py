@@ -5,7 +5,8 @@
   iterations) and at the end, with ``alpha_probs.json``, ``alpha_heatmap.png`` and
   ``search_curves.png``;
 * at the end, ``OUTPUT_DIR/searched_arch.json`` (the input of parameter adaptation's
-  ``MODEL.FNA.ARCH``): the argmax architecture, or, when the search stopped on collapse, the
+  ``MODEL.FNA.ARCH``): the argmax architecture (with ``TARGET_COST``: the most probable path
+  in the target's band), or, when the search stopped on collapse, the
   last architecture that was not skip-heavy;
 * ``search_split.json`` once the search has started (or resumed);
 * into the event storage at the same times, for TensorBoard only (``metrics.json`` stays
@@ -28,7 +29,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 from ...arch import Arch, save_arch
-from ...cost import arch_cost
+from ...cost import arch_cost, budgeted_path
 from ...data.split import DataSplit, save_split
 from ...errors import LatencyTableError
 from ...latency import read_latency_table
@@ -46,23 +47,51 @@ logger = logging.getLogger(__name__)
 class SearchOutputWriter:
     """Writes the search's files for a super network ``net`` under ``cfg.OUTPUT_DIR``.
     ``cost_table`` / ``madds_table``: the search's per-op cost table and the GMAdds one;
-    ``config_file``: recorded in every arch file's meta (None: null)."""
+    ``config_file``: recorded in every arch file's meta (None: null); ``target_band``: the
+    (lo, hi) cost band of ``TARGET_COST`` (None: the argmax architecture is derived)."""
 
     def __init__(self, cfg: CfgNode, net: nn.Module, cost_table: Sequence[Sequence[float]],
                  madds_table: Sequence[Sequence[float]],
-                 config_file: Optional[str] = None) -> None:
+                 config_file: Optional[str] = None,
+                 target_band: Optional[Tuple[float, float]] = None) -> None:
         self.cfg, self.net = cfg, net
         self.cost_table, self.madds_table = cost_table, madds_table
         self.config_file = config_file
+        self.target_band = target_band
         self.output_dir = cfg.OUTPUT_DIR
         self._latency_device: Optional[Dict[str, Any]] = None
 
+    def derived_path(self, stats: Optional[AlphaStats] = None) -> Tuple[List[int], str]:
+        """(path, how): the argmax of the alphas, or with a target the most probable path in
+        its band (:func:`fna_d2.cost.budgeted_path`; the argmax, with a warning, if no path of
+        the space costs that much)."""
+        stats = stats or alpha_stats(self.net)
+        if self.target_band is None:
+            return list(stats.argmax), "argmax"
+        logp = [np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-300, None))
+                for p in stats.probs]
+        path = budgeted_path(logp, self.cost_table, *self.target_band)
+        if path is None:
+            logger.warning(f"no path of the search space costs {self.target_band[0]:.4g} to "
+                           f"{self.target_band[1]:.4g} (MODEL.FNA.SEARCH.TARGET_COST): "
+                           f"deriving the argmax architecture")
+            return list(stats.argmax), "argmax (no path in the target band)"
+        return path, "most probable path in the target band"
+
+    def _target_meta(self) -> Dict[str, Optional[float]]:
+        if self.target_band is None:
+            return {"target_cost": None, "target_tolerance": None}
+        lo, hi = self.target_band
+        return {"target_cost": (lo + hi) / 2, "target_tolerance": (hi - lo) / (hi + lo)}
+
     def derived_arch(self, done: int, path: Optional[Sequence[int]] = None,
                      **extra: Any) -> Arch:
-        """The argmax architecture (or ``path``'s) with the search's meta data."""
+        """The derived architecture (:meth:`derived_path`, or ``path``'s) with the search's
+        meta data."""
         s, cfg = self.cfg.MODEL.FNA.SEARCH, self.cfg
+        how = "given path"
         if path is None:
-            path = alpha_stats(self.net).argmax
+            path, how = self.derived_path()
         arch = self.net.path_arch(list(path))
         size = tuple(int(v) for v in s.COST_INPUT_SIZE)
         meta = dict(arch.meta)
@@ -74,6 +103,8 @@ class SearchOutputWriter:
             "cost_input_size": list(size),
             "madds_g": arch_cost(arch, size, cfg.MODEL.FNA.OUTPUT_STRIDE).madds / 1e9,
             "searchable_madds_g": sum(self.madds_table[l][c] for l, c in enumerate(path)),
+            "derivation": how,
+            **self._target_meta(),
             "world_size": comm.get_world_size(), "total_batch": int(cfg.SOLVER.IMS_PER_BATCH),
             "iteration": int(done), "config_file": self.config_file,
             "config_dump": os.path.join(cfg.OUTPUT_DIR, "config.yaml"),

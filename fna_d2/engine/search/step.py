@@ -7,8 +7,9 @@ softmax(alpha).
 
 * arch step (weights frozen: no gradient reaches them and BN statistics are left untouched):
   every candidate runs, mixed by softmax(alpha); loss = task loss +
-  ``LAMBDA * log(COST_SCALE * expected_cost) / log(TAU)``; Adam updates alpha on a batch of
-  the arch stream.
+  ``LAMBDA * log(COST_SCALE * expected_cost) / log(TAU)`` (with ``TARGET_COST``:
+  ``LAMBDA * max(0, log(expected_cost / target)) / log(TAU)``); Adam updates alpha on a batch
+  of the arch stream.
 * weight step (alpha frozen): one op per layer, sampled with a :class:`torch.Generator` seeded
   by ``SEED`` that advances identically on every rank (rank 0's path is also broadcast and any
   disagreement is counted); detectron2's SGD updates the sampled path's weights (and, with
@@ -177,8 +178,12 @@ class SearchStepRunner(SimpleTrainer):
         return expected_cost(self.alphas, self.cost_table, temperature=self.net.temperature)
 
     def cost_loss(self, cost: torch.Tensor) -> torch.Tensor:
-        """``LAMBDA * log(COST_SCALE * cost) / log(TAU)``."""
+        """``LAMBDA * log(COST_SCALE * cost) / log(TAU)``; with a target (``TARGET_COST``)
+        ``LAMBDA * max(0, log(cost / target)) / log(TAU)``: the same pull above the budget,
+        none below it."""
         s = self.schedule
+        if s.target is not None:
+            return s.lam * torch.clamp(torch.log(cost / s.target), min=0.0) / math.log(s.tau)
         return s.lam * torch.log(s.cost_scale * cost) / math.log(s.tau)
 
     def sample_path(self, mode: str) -> List[int]:
@@ -220,6 +225,9 @@ class SearchStepRunner(SimpleTrainer):
         else:
             with torch.no_grad():
                 cost = float(self.expected_cost())
+        if self.schedule.target is not None:
+            storage.put_scalar("search/expected_cost_to_target", cost / self.schedule.target,
+                               smoothing_hint=False)
         storage.put_scalars(smoothing_hint=False, **{
             "search/expected_cost": cost,
             "search/entropy": stats.entropy,

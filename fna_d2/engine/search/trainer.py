@@ -47,7 +47,7 @@ from ..data import check_datasets
 from ..ddp import ddp_model
 from ..optim import param_groups, weight_optimizer
 from ..trainer import FNATrainer
-from .config import LatencySettings, SearchSchedule, check_search_cfg
+from .config import LatencySettings, SearchSchedule, check_search_cfg, target_cost
 from .eta import SearchMetricPrinter, SearchPhases, mixed_path_madds_ratio
 from .outputs import SearchOutputs, SearchOutputWriter
 from .step import SearchStepRunner
@@ -88,7 +88,9 @@ class SearchTrainer(FNATrainer):
         model = ddp_model(model, broadcast_buffers=False, find_unused_parameters=True)
         self._trainer = SearchStepRunner(
             model, self.net, weight_stream, arch_stream, optimizer, arch_optimizer,
-            self.cost_table, SearchSchedule.from_config(cfg), cfg.MODEL.FNA.SEARCH.SEED,
+            self.cost_table,
+            SearchSchedule.from_config(cfg, target_cost(cfg, self.net.space, self.cost_table)),
+            cfg.MODEL.FNA.SEARCH.SEED,
             self.split.fingerprint, amp=amp)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = self.build_checkpointer(
@@ -96,7 +98,7 @@ class SearchTrainer(FNATrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.outputs = SearchOutputWriter(cfg, self.net, self.cost_table, self.madds_table,
-                                          config_file)
+                                          config_file, self.runner.schedule.target_band)
         self.register_hooks(self.build_hooks())
 
     @property
