@@ -5,6 +5,7 @@ in spawned workers too; without ``--import`` the run stops at the dataset error;
 cannot be imported is named on one line. About a minute on 2 CPU cores (marked ``slow``)."""
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -141,7 +142,6 @@ def test_a_file_is_imported_once_per_process(tmp_path):
     first = import_user_modules([str(counter)])
     again = import_user_modules([str(counter)])
     assert first[0] is again[0]
-    import builtins
     assert builtins.fna_d2_count_me == 1
     with pytest.raises(UserModuleError, match="no module named 'no_such_pkg_q'"):
         import_user_modules(["no_such_pkg_q.sub"])
