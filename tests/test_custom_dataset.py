@@ -18,7 +18,7 @@ from detectron2.data import DatasetCatalog
 import fna_d2  # noqa: F401  (registers the demo datasets)
 from fna_d2.data.demo import ensure_demo_data
 from fna_d2.errors import UserModuleError
-from fna_d2.pipeline import Pipeline
+from fna_d2.pipeline import Pipeline, main as pipeline_main
 from fna_d2.user_imports import import_user_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,3 +161,17 @@ def test_pipeline_imports_in_its_stage_workers_and_records_the_imports(user_dir,
         man = json.load(f)
     assert man["status"] == "done" and man["imports"] == [module]
     assert f"--import {module}" in pipe.rerun_command("derive")
+
+
+def test_pipeline_cli_imports_and_names_a_module_it_cannot_import(tmp_path, capsys):
+    cfg = os.path.join(INSTANT, "trees_pipeline.yaml")
+    missing = tmp_path / "nowhere.py"
+    assert pipeline_main(["--import", str(missing), "--config-file", cfg, "--output-dir",
+                          str(tmp_path / "p"), "--status"]) == 2
+    errors = _error_lines(capsys.readouterr().err, "fna_d2.pipeline: error:")
+    assert len(errors) == 1 and f"--import {missing}: file not found" in errors[0]
+    marker = tmp_path / "pipeline_marker.py"
+    marker.write_text("import builtins\nbuiltins.fna_d2_pipeline_marker = True\n")
+    assert pipeline_main(["--import", str(marker), "--config-file", cfg, "--output-dir",
+                          str(tmp_path / "p"), "--status"]) == 0
+    assert builtins.fna_d2_pipeline_marker is True
