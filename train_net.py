@@ -9,6 +9,11 @@ adaptation or a baseline, :class:`fna_d2.engine.FNATrainer`). Examples::
     python train_net.py --config-file configs/fna_retinanet_adapt.yaml --num-gpus 8
     python train_net.py --config-file configs/fna_retinanet_adapt.yaml --eval-only \
         MODEL.WEIGHTS output/fna_retinanet_adapt/model_final.pth
+    python train_net.py --import my_datasets.py --config-file my_adapt.yaml \
+        DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
+
+``--import MODULE_OR_FILE.py`` (repeatable) imports a module of yours, e.g. one that registers
+your datasets, in this process and in every worker of ``--num-gpus`` > 1 (docs/tools.md).
 
 For the whole pipeline (search -> derive -> remap -> adapt -> evaluate -> report) use
 ``python -m fna_d2.pipeline``.
@@ -30,6 +35,7 @@ import fna_d2  # noqa: F401  (registers backbones, heads, datasets)
 from fna_d2.config import get_fna_cfg
 from fna_d2.engine import build_trainer, evaluate_only
 from fna_d2.errors import FNAError, OutputDirLockedError
+from fna_d2.user_imports import add_import_argument, import_user_modules, normalize_import_specs
 from fna_d2.utils import OutputDirLock
 from fna_d2.utils.logs import FNA_LOGGER, setup_logging
 
@@ -49,6 +55,7 @@ def setup(args):
 
 
 def main(args):
+    import_user_modules(args.imports)  # again in a spawned worker: a fresh interpreter
     cfg = setup(args)
     if args.eval_only:
         return evaluate_only(cfg, resume=args.resume)
@@ -79,10 +86,21 @@ def hold_output_dir(args):
     return lock
 
 
+def parse_args(argv=None):
+    """detectron2's ``default_argument_parser`` plus ``--import`` (``args.imports``, files made
+    absolute so that every worker imports the same ones)."""
+    parser = default_argument_parser()
+    add_import_argument(parser)
+    args = parser.parse_args(argv)
+    args.imports = normalize_import_specs(args.imports)
+    return args
+
+
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
     try:
+        import_user_modules(args.imports)  # before anything else: a bad module fails first
         lock = hold_output_dir(args)
     except FNAError as e:
         print(f"train_net.py: error: {e}", file=sys.stderr, flush=True)

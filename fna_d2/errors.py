@@ -85,3 +85,17 @@ class ExportError(FNAError, ValueError):
 
 
 __all__ += ["ExportError"]
+
+
+class UserModuleError(FNAError, ImportError):
+    """A module or ``.py`` file named with ``--import`` that cannot be imported (not found, or
+    it raised while importing); the message names the module or file and what it raised."""
+
+
+class ToolInputError(FNAError, ValueError):
+    """Input that a ``python -m fna_d2.tools`` command cannot use (a results file that is not
+    COCO instance results, no image in common with the dataset, an unknown task); the message
+    names the file or value at fault."""
+
+
+__all__ += ["UserModuleError", "ToolInputError"]

@@ -113,7 +113,9 @@ def _unregistered_message(key: str, name: str, registered: Sequence[str]) -> str
             f"DatasetCatalog.list() shows all). Register yours before building the trainer, "
             f"e.g. detectron2.data.datasets.register_coco_instances(name, {{}}, json_file, "
             f"image_root) for COCO-format data or DatasetCatalog.register + MetadataCatalog."
-            f"get(name).set(evaluator_type=...) otherwise; Detectron2's builtin names (coco_*, "
+            f"get(name).set(evaluator_type=...) otherwise, in a module that train_net.py, "
+            f"python -m fna_d2.pipeline and python -m fna_d2.tools import with --import "
+            f"MODULE_OR_FILE.py (docs/tools.md); Detectron2's builtin names (coco_*, "
             f"cityscapes_*) read their files under $DETECTRON2_DATASETS.")
 
 

@@ -4,13 +4,16 @@
 
     python -m fna_d2.pipeline --config-file configs/demo/trees_pipeline.yaml \\
         [--num-gpus N] [--output-dir DIR] [--stages derive,adapt] [--force report] \\
-        [--status] [--threads T] [KEY VALUE ...]
+        [--status] [--threads T] [--import MODULE_OR_FILE.py ...] [KEY VALUE ...]
 
 Trailing ``KEY VALUE`` overrides go to every stage config, except ``FNA_PIPELINE.*`` /
 ``OUTPUT_DIR`` (the pipeline's own) and ``STAGE:KEY`` (only that stage, e.g.
 ``adapt:SOLVER.MAX_ITER 10``). An error about the input (any :class:`~fna_d2.errors.FNAError`:
 config, arch file, seed, latency table, pipeline state, an output folder another live run
-holds) is printed on one line, exit code 2.
+holds, a ``--import`` module that cannot be imported) is printed on one line, exit code 2.
+``--import`` (repeatable) imports a module of yours, e.g. one registering your datasets, here
+and in every stage worker; each stage manifest records the list and a re-run hint repeats it
+(docs/tools.md).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..errors import FNAError
+from ..user_imports import add_import_argument
 from ..utils import lock_holder
 from ..utils.logs import setup_logging
 from .core import Pipeline
@@ -44,6 +48,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads per process (0: torch's default). On a loaded "
                          "machine 1 can be many times faster than oversubscribed threads")
+    add_import_argument(ap)
     ap.add_argument("opts", nargs=argparse.REMAINDER,
                     help="KEY VALUE overrides (every stage), STAGE:KEY VALUE (one stage)")
     return ap.parse_args(argv)
@@ -58,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         pipe = Pipeline(args.config_file, args.output_dir, args.num_gpus, args.opts,
-                        args.dist_url, args.threads)
+                        args.dist_url, args.threads, imports=args.imports)
         os.makedirs(pipe.root, exist_ok=True)
         log = os.path.join(pipe.root, "pipeline_log.txt")
         setup_logging(log)

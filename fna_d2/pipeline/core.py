@@ -28,6 +28,7 @@ from ..config import get_fna_cfg
 from ..errors import ConfigError, OutputDirLockedError, PipelineError
 from ..modeling import check_macro_structure
 from ..arch import seed_arch
+from ..user_imports import import_user_modules, normalize_import_specs
 from ..utils import OutputDirLock, lock_holder
 from . import manifest as mf
 from .overrides import split_opts
@@ -40,10 +41,15 @@ logger = logging.getLogger("fna_d2.pipeline")
 
 
 class Pipeline:
-    """Stage graph, manifests and runners for one pipeline config."""
+    """Stage graph, manifests and runners for one pipeline config. ``imports``: the user's
+    modules / ``.py`` files (``--import``, e.g. dataset registrations), imported here and in
+    every spawned stage worker, recorded in each stage manifest and in :meth:`rerun_command`."""
 
     def __init__(self, config_file: str, output_dir: Optional[str] = None, num_gpus: int = 1,
-                 opts: Sequence[str] = (), dist_url: str = "auto", threads: int = 0):
+                 opts: Sequence[str] = (), dist_url: str = "auto", threads: int = 0,
+                 imports: Sequence[str] = ()):
+        self.imports = normalize_import_specs(imports)
+        import_user_modules(self.imports)
         self.config_file = os.path.abspath(config_file)
         pipe_opts, self.common_opts, self.stage_opts = split_opts(opts)
         self.pcfg = get_fna_cfg(self.config_file, pipe_opts + self.common_opts)
@@ -108,8 +114,9 @@ class Pipeline:
         return [s for s in ("adapt", "baseline") if s in self.stages()]
 
     def launch(self, fn: Callable, *args: Any) -> None:
-        """``fn(*args)`` in ``num_gpus`` processes (detectron2's ``launch``)."""
-        launch_worker(fn, self.num_gpus, self.dist_url, *args)
+        """``fn(*args)`` in ``num_gpus`` processes (detectron2's ``launch``), each importing
+        :attr:`imports` first."""
+        launch_worker(fn, self.num_gpus, self.dist_url, *args, imports=self.imports)
 
     # -- stage state
     def spec(self, stage: str) -> StageSpec:
@@ -130,6 +137,8 @@ class Pipeline:
         """The command line that runs ``stages`` of this pipeline: same config, output folder
         (when it was given) and overrides, so the re-run computes the same stage keys."""
         argv = ["python", "-m", "fna_d2.pipeline", "--config-file", self.config_file]
+        for spec in self.imports:
+            argv += ["--import", spec]
         if self._output_dir_given:
             argv += ["--output-dir", self.root]
         return shlex.join(argv + ["--stages", stages] + self._opts)
@@ -273,12 +282,17 @@ class Pipeline:
                            f"manifest; moved to {spec.dir}.stale, starting fresh")
             mf.move_away(spec.dir)
         resume = st == "partial" and not force
+        missing = sorted(set((self.manifest(stage) or {}).get("imports") or ()) - set(self.imports))
+        if missing:
+            logger.warning(f"[pipeline] stage {stage}: its last run imported {missing}, this "
+                           "one does not (--import); its datasets may be unregistered")
         logger.info(f"[pipeline] stage {stage}: {'resuming' if resume else 'running'} "
                     f"({'forced' if force else reason})")
         key, hashes = self.key(spec)
         os.makedirs(spec.dir, exist_ok=True)
         man = mf.start_manifest(stage, key, hashes, spec.config_digest,
                                 self.manifest(stage) if resume else None, spec.dir)
+        man["imports"] = list(self.imports)  # what a re-run must --import again
         mf.write_manifest(spec.dir, man)
         t0 = time.perf_counter()
         ended = "interrupted"

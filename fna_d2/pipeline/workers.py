@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode
@@ -21,6 +21,7 @@ from torch.multiprocessing import ProcessRaisedException
 
 from .. import errors
 from ..engine import build_trainer, evaluate_only
+from ..user_imports import import_user_modules
 from ..utils import read_json, write_json
 from ..utils.logs import setup_logging
 from .manifest import write_stage_json
@@ -59,10 +60,12 @@ def eval_worker(cfg: CfgNode, result_path: str, threads: int = 0) -> None:
         write_stage_json(result_path, {"results": to_plain(results)})
 
 
-def _guarded(fn: Callable, error_path: str, *args: Any) -> None:
-    """Run ``fn(*args)`` in a spawned worker; an FNAError is also written to ``error_path``
-    (class name and message) so that the parent can raise it again."""
+def _guarded(fn: Callable, error_path: str, imports: Sequence[str], *args: Any) -> None:
+    """Run ``fn(*args)`` in a spawned worker, after importing the user's ``imports`` (a fresh
+    interpreter has none of the parent's registrations); an FNAError is also written to
+    ``error_path`` (class name and message) so that the parent can raise it again."""
     try:
+        import_user_modules(imports)
         fn(*args)
     except errors.FNAError as e:
         if not os.path.exists(error_path):  # the first rank to fail tells
@@ -71,15 +74,19 @@ def _guarded(fn: Callable, error_path: str, *args: Any) -> None:
         raise
 
 
-def launch_worker(fn: Callable, num_gpus: int, dist_url: str, *args: Any) -> None:
-    """``fn(*args)`` in ``num_gpus`` processes through detectron2's ``launch``."""
+def launch_worker(fn: Callable, num_gpus: int, dist_url: str, *args: Any,
+                  imports: Sequence[str] = ()) -> None:
+    """``fn(*args)`` in ``num_gpus`` processes through detectron2's ``launch``, each importing
+    ``imports`` (:func:`~fna_d2.user_imports.import_user_modules`) first."""
     if num_gpus <= 1:
+        import_user_modules(imports)  # this process: imported already by the pipeline, a no-op
         launch(fn, num_gpus, dist_url=dist_url, args=args)
         return
     with tempfile.TemporaryDirectory(prefix="fna_d2_worker_") as tmp:
         error_path = os.path.join(tmp, "error.json")
         try:
-            launch(_guarded, num_gpus, dist_url=dist_url, args=(fn, error_path) + tuple(args))
+            launch(_guarded, num_gpus, dist_url=dist_url,
+                   args=(fn, error_path, list(imports)) + tuple(args))
         except ProcessRaisedException:
             err = read_json(error_path)
             if not err:
