@@ -120,6 +120,12 @@ ONE_WAY = [
      ("fna_d2.engine.search", "fna_d2.engine.launch", "fna_d2.pipeline")),
     (("fna_d2.engine",), ("fna_d2.pipeline", "fna_d2.report")),
     (("fna_d2.report",), ("fna_d2.pipeline", "fna_d2.engine")),
+    # the user's modules are imported before anything of fna_d2 is built
+    (("fna_d2.user_imports",), ("fna_d2.modeling", "fna_d2.engine", "fna_d2.pipeline",
+                                "fna_d2.cost", "fna_d2.data", "fna_d2.tools", "fna_d2.utils")),
+    # the controls and tools stand on the library; nothing of it stands on them
+    (("fna_d2.arch", "fna_d2.cost", "fna_d2.modeling", "fna_d2.engine", "fna_d2.remap"),
+     ("fna_d2.controls", "fna_d2.tools")),
 ]
 
 
