@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""The runs of the remapping ablation (``bench/bench_remap_ablation.py``): the options of a
-search or training job (:func:`search_spec`, :func:`train_spec`), one job run in this process
-(:func:`run_job`; a real ``SearchTrainer`` / ``FNATrainer`` with loss curves recorded), and
+"""The runs of the remapping ablation (``bench/bench_remap_ablation.py``) and of the claims
+benchmark (``bench/bench_fna_claims.py``): the options of an ablation search or training job
+(:func:`search_spec`, :func:`train_spec`), one job run in this process (:func:`run_job`; a
+real ``SearchTrainer`` / ``FNATrainer`` with loss curves recorded, COCO AP or mIoU), and
 :class:`Runner`, which runs each job in its own process (``python bench/ablation_jobs.py
 --job SPEC --job-out RESULT``), a few at a time."""
 from __future__ import annotations
@@ -111,8 +112,10 @@ def run_job(spec: Dict[str, Any]) -> Dict[str, Any]:
         results = trainer.train()
         rep = trainer.checkpointer.remap_report
         bbox = (results or {}).get("bbox", {})
+        seg = (results or {}).get("sem_seg", {})
         res.update({"AP": _num(bbox.get("AP")), "AP50": _num(bbox.get("AP50")),
-                    "AP75": _num(bbox.get("AP75")), "curves": hook.curves,
+                    "AP75": _num(bbox.get("AP75")), "mIoU": _num(seg.get("mIoU")),
+                    "curves": hook.curves,
                     "remap_counts": rep.counts() if rep is not None and rep.enabled else None})
     res["wall_s"] = time.perf_counter() - t0
     res["cpu_s"] = time.process_time() - c0
@@ -132,12 +135,15 @@ def _num(v: Any) -> Optional[float]:
 
 class Runner:
     """Runs job specs, each in its own process, ``workers`` at a time, ``threads`` each; the
-    specs, logs and results go to ``<root>/jobs``."""
+    specs, logs and results go to ``<root>/jobs``; progress lines start with ``[label]``."""
 
-    def __init__(self, root: str, workers: int, threads: int) -> None:
-        self.root, self.workers, self.threads = root, workers, threads
+    def __init__(self, root: str, workers: int, threads: int,
+                 label: str = "remap_ablation") -> None:
+        self.root, self.workers, self.threads, self.label = root, workers, threads, label
 
-    def _one(self, spec: Dict[str, Any]) -> Dict[str, Any]:
+    def run_one(self, spec: Dict[str, Any]) -> Dict[str, Any]:
+        """Run one job in its own process; its result (RuntimeError with the log's tail if it
+        failed)."""
         d = os.path.join(self.root, "jobs")
         os.makedirs(d, exist_ok=True)
         spec = dict(spec, threads=self.threads)
@@ -157,15 +163,16 @@ class Runner:
         with open(out_path, encoding="utf-8") as f:
             res = json.load(f)
         res["process_wall_s"] = time.perf_counter() - t0
-        msg = (f"AP {fmt_number(res.get('AP'), 1)}" if res["kind"] == "train"
+        metric = "mIoU" if res.get("mIoU") is not None else "AP"
+        msg = (f"{metric} {fmt_number(res.get(metric), 1)}" if res["kind"] == "train"
                else f"arch {os.path.relpath(res['arch_path'], C.REPO)}")
-        print(f"[remap_ablation] {spec['id']}: {msg} ({res['process_wall_s']:.0f} s wall, "
+        print(f"[{self.label}] {spec['id']}: {msg} ({res['process_wall_s']:.0f} s wall, "
               f"{res['cpu_s']:.0f} s CPU)", flush=True)
         return res
 
     def run(self, specs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         with futures.ThreadPoolExecutor(max_workers=self.workers) as ex:
-            done = dict(zip([s["id"] for s in specs], ex.map(self._one, specs)))
+            done = dict(zip([s["id"] for s in specs], ex.map(self.run_one, specs)))
         return done
 
 
