@@ -5,8 +5,9 @@ the ``python -m fna_d2.cost`` command (:mod:`.cli`). The search's latency table 
 :mod:`fna_d2.latency`'s."""
 from .analytic import Cost, arch_cost, conv_out_size, expected_cost, op_cost, op_cost_table
 from .cli import PAPER_RETINANET, main, paper_retinanet_cfg
-from .counting import detectron2_model_cost, model_cost
+from .counting import config_cost, cost_columns, detectron2_model_cost, model_cost
 
 __all__ = ["Cost", "conv_out_size", "op_cost", "arch_cost", "op_cost_table", "expected_cost",
-           "model_cost", "detectron2_model_cost", "paper_retinanet_cfg", "PAPER_RETINANET",
+           "model_cost", "detectron2_model_cost", "config_cost",
+           "cost_columns", "paper_retinanet_cfg", "PAPER_RETINANET",
            "main"]
