@@ -4,7 +4,7 @@ SHELL := /bin/bash
 SETUP := bash scripts/setup_env.sh
 PY = $$($(SETUP) | tail -n 1)
 
-.PHONY: env demo demo-seg test bench gpu-check clean-demo
+.PHONY: env demo demo-seg demo-ssdlite test bench gpu-check clean-demo
 
 env:            ## create or reuse the environment
 	@$(SETUP) >/dev/null
@@ -14,6 +14,9 @@ demo:           ## the full FNA pipeline on the real tree-crown demo (detection)
 
 demo-seg:       ## the full FNA pipeline on the real nuclei demo (segmentation)
 	@py=$(PY) && $$py -m fna_d2.pipeline --config-file configs/demo/nuclei_pipeline.yaml
+
+demo-ssdlite:   ## the full FNA pipeline on the tree-crown demo with SSDLite (docs/ssdlite.md)
+	@py=$(PY) && $$py -m fna_d2.pipeline --config-file configs/demo/trees_ssdlite_pipeline.yaml
 
 test:           ## the test suite
 	@py=$(PY) && $$py -m pytest tests -q -ra --timeout 900 $(PYTEST_ARGS)

@@ -155,13 +155,16 @@ def write_report(path: str, data: ReportData) -> str:
     out += ["## Cost of the backbones", ""]
     if data.cost:
         size = "x".join(str(int(s)) for s in data.cost_input_size or ())
-        out.append("Params and MAdds (conv and linear layers, `fna_d2.cost`)"
-                   + (f" at {size} input:" if size else ":"))
+        out.append("Params and MAdds (conv and linear layers), as `python -m fna_d2.cost` "
+                   "counts them" + (f" at {size} input:" if size else ":"))
         cols = list(next(iter(data.cost.values())))
         out += ["", _kv_table(data.cost, cols, {c: 3 for c in cols})]
         names = list(data.cost)
         if len(names) == 2:
-            out += ["", _ratio_line(data.cost, "MAdds (G)", names[0], names[1], "G")]
+            for key in ("MAdds (G)", "backbone MAdds (G)"):
+                line = _ratio_line(data.cost, key, names[0], names[1], "G")
+                if line:
+                    out += ["", line]
     else:
         out.append("Cost not measured.")
     out.append("")
@@ -215,8 +218,10 @@ def pipeline_notes(train_seed: int, latency_repeats: int) -> List[str]:
     """The report's notes on how its numbers were obtained (``SEED`` of the trained stages,
     ``MODEL.FNA.SEARCH.LATENCY_REPEATS``)."""
     return [
-        "Params/MAdds: backbone columns are the bottom-up network only (stem + stages, no "
-        "1280 conv); 'model' columns include FPN/ASPP and heads (fna_d2.cost convention).",
+        "Params/MAdds: 'Params (M)' / 'MAdds (G)' are the whole model, the other columns its "
+        "parts, as `python -m fna_d2.cost --config-file` prints them: backbone (the FNA "
+        "network; with SSDLite its 320->1280 conv too), fpn (RetinaNet) or extras (SSDLite's "
+        "extra layers), head (detection head, or DeepLab's ASPP head).",
         "Latency: backbone forward pass on one core of this machine's CPU (1 torch "
         "thread), batch 1, eval mode; 3 rounds of "
         f"{int(latency_repeats)} timed runs "

@@ -7,8 +7,8 @@ derivation under ``MODEL.FNA.SEARCH.TARGET_COST``)."""
 from .analytic import Cost, arch_cost, conv_out_size, expected_cost, op_cost, op_cost_table
 from .budget import budgeted_path, path_cost
 from .cli import PAPER_RETINANET, main, paper_retinanet_cfg
-from .counting import detectron2_model_cost, model_cost
+from .counting import config_cost, cost_columns, detectron2_model_cost, model_cost
 
 __all__ = ["Cost", "conv_out_size", "op_cost", "arch_cost", "op_cost_table", "expected_cost",
-           "model_cost", "detectron2_model_cost", "paper_retinanet_cfg", "PAPER_RETINANET",
-           "main", "budgeted_path", "path_cost"]
+           "model_cost", "detectron2_model_cost", "config_cost", "cost_columns",
+           "paper_retinanet_cfg", "PAPER_RETINANET", "main", "budgeted_path", "path_cost"]

@@ -23,7 +23,7 @@ from ..arch import fna_retinanet_arch, save_arch
 from ..config import add_fna_config, get_fna_cfg
 from ..errors import FNAError
 from .analytic import Cost
-from .counting import detectron2_model_cost
+from .counting import config_cost, detectron2_model_cost
 
 __all__ = ["PAPER_RETINANET", "PAPER_SSDLITE", "paper_retinanet_cfg", "paper_ssdlite_cfg",
            "main"]
@@ -109,9 +109,7 @@ def _paper(size) -> int:
 def _config(config_file: str, opts: Sequence[str], size) -> int:
     """Print the cost report of the model ``config_file`` + ``opts`` builds (CPU, no weights)."""
     cfg = get_fna_cfg(config_file, [o for o in opts if o != "--"])
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    rep = detectron2_model_cost(build_model(cfg), size)
+    rep = config_cost(cfg, size)
     _print_report(f"{cfg.MODEL.META_ARCHITECTURE} ({config_file})", rep, size)
     return 0
 

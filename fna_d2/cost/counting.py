@@ -30,11 +30,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from detectron2.config import CfgNode
+from detectron2.modeling import build_model
 from detectron2.modeling.backbone import FPN
 
+from .. import modeling  # noqa: F401  (registers the FNA backbones for build_model)
 from .analytic import Cost
 
-__all__ = ["model_cost", "detectron2_model_cost"]
+__all__ = ["model_cost", "detectron2_model_cost", "config_cost", "cost_columns"]
 
 
 def _count_hooks(module: nn.Module, counts: Dict[str, int]) -> List:
@@ -140,3 +143,26 @@ def detectron2_model_cost(model: nn.Module, input_size: Tuple[int, int] = (800, 
         out[_group_of(name.rsplit(".", 1)[0], groups)].params += p.numel()
     out["total"] = Cost(sum(c.params for c in out.values()), sum(c.madds for c in out.values()))
     return out
+
+
+def config_cost(cfg: CfgNode, input_size: Tuple[int, int]) -> Dict[str, Cost]:
+    """:func:`detectron2_model_cost` of the model ``cfg`` builds, on the CPU without weights:
+    what ``python -m fna_d2.cost --config-file`` prints and the pipeline report shows."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    return detectron2_model_cost(build_model(cfg), tuple(input_size))
+
+
+def cost_columns(report: Dict[str, Cost]) -> Dict[str, float]:
+    """A :func:`detectron2_model_cost` report as flat columns: ``Params (M)`` / ``MAdds (G)`` of
+    the whole model (``total``), then ``<part> Params (M)`` / ``<part> MAdds (G)`` per part
+    (backbone, fpn or extras, head), in the report's order."""
+    total = report["total"]
+    cols = {"Params (M)": total.params / 1e6, "MAdds (G)": total.madds / 1e9}
+    for part, c in report.items():
+        if part != "total":
+            cols[f"{part} Params (M)"] = c.params / 1e6
+            cols[f"{part} MAdds (G)"] = c.madds / 1e9
+    return cols

@@ -12,7 +12,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import build_model
 from torch import nn
 
-from ..cost import detectron2_model_cost
+from ..cost import config_cost, cost_columns
 from ..latency import time_module
 from ..tasks import NET_NAMES
 
@@ -51,18 +51,16 @@ def _backbone(model: nn.Module) -> nn.Module:
 
 def measure_nets(cfgs: Dict[str, CfgNode], size: Sequence[int], repeats: int
                  ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, Dict[str, float]]]:
-    """(cost, latency) per network: Params/MAdds of the backbone and of the whole model at
-    ``size`` (``fna_d2.cost``), and single-thread CPU latency of the backbone (batch 1, eval
-    mode, 3 rounds of ``repeats`` timed runs: median of the round medians, min, max)."""
+    """(cost, latency) per network: Params/MAdds at ``size`` as ``python -m fna_d2.cost``
+    counts them (:func:`~fna_d2.cost.config_cost`: the whole model, then its parts, as
+    :func:`~fna_d2.cost.cost_columns` names them), and single-thread CPU latency of the
+    backbone (batch 1, eval mode, 3 rounds of ``repeats`` timed runs: median of the round
+    medians, min, max)."""
     cost: Dict[str, Dict[str, float]] = {}
     lat: Dict[str, Dict[str, float]] = {}
     for name, cfg in cfgs.items():
+        cost[name] = cost_columns(config_cost(cfg, tuple(size)))
         model = build_model(cfg).eval()
-        rep = detectron2_model_cost(model, tuple(size))
-        cost[name] = {"Params (M)": rep["backbone"].params / 1e6,
-                      "MAdds (G)": rep["backbone"].madds / 1e9,
-                      "model Params (M)": rep["total"].params / 1e6,
-                      "model MAdds (G)": rep["total"].madds / 1e9}
         bb = _backbone(model)
         div = getattr(model.backbone, "size_divisibility", 0) or 1
         h, w = (-(-int(s) // div) * div for s in size)
