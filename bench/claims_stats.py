@@ -165,7 +165,7 @@ def write_summary(name: str, demos: Dict[str, Dict[str, Any]], root: str,
            "machine": C.machine_info(), "wall_time_s": wall_s,
            "settings": {d: {k: v for k, v in s.items()} for d, s in demos.items()},
            "figures": fig, "complete": complete, "missing": missing,
-           "figure_files": {"plot": os.path.relpath(png, C.REPO) if png else None}}
+           "plot": os.path.relpath(png, C.REPO) if png else None}
     doc["checks"] = checks(fig, complete)
     path = write_json(os.path.join(root, f"{name}.json"), C.clean_json(doc), indent=1)
     print(f"[bench] wrote {os.path.relpath(path, C.REPO)}")
