@@ -14,13 +14,13 @@ from typing import Any, Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from fna_d2.utils import write_text  # noqa: E402
-from sections import (gpu_check, inference, latency_model, pipeline, remap_ablation,  # noqa: E402
-                      search_step)
+from sections import (fna_claims, gpu_check, inference, latency_model, pipeline,  # noqa: E402
+                      remap_ablation, search_step)
 from sections.fmt import machine  # noqa: E402
 
 #: the result files the page is made of
 NAMES = ("search_step", "inference", "inference_tuned_malloc", "latency_model",
-         "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check")
+         "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check", "fna_claims")
 
 
 def header(run: Dict[str, Any], m: Dict[str, Any], quick: bool) -> List[str]:
@@ -72,7 +72,7 @@ def page(quick: bool) -> Tuple[str, str]:
     lines += (search_step.summary(res["search_step"]) + inference.summary(res["inference"])
               + latency_model.summary(res["latency_model"], res["latency_model_tuned_malloc"])
               + remap_ablation.summary(res["remap_ablation"]) + pipeline.summary(res["pipeline"])
-              + gpu_check.summary(res["gpu_check"]))
+              + gpu_check.summary(res["gpu_check"]) + fna_claims.summary(res["fna_claims"]))
     lines.append("")
     lines += search_step.section(res["search_step"], doc)
     lines += inference.section(res["inference"], res["inference_tuned_malloc"], doc)
@@ -80,6 +80,7 @@ def page(quick: bool) -> Tuple[str, str]:
     lines += remap_ablation.section(res["remap_ablation"], doc)
     lines += pipeline.section(res["pipeline"], doc)
     lines += gpu_check.section(res["gpu_check"], doc)
+    lines += fna_claims.section(res["fna_claims"], doc)
     lines += ["## Reproducing", "",
               "`make bench` (= `python bench/run_all.py`) runs everything (the run above: "
               f"{(run.get('wall_time_s') or 0) / 60:.0f} minutes on a shared 2-core CPU, most of "
@@ -88,7 +89,11 @@ def page(quick: bool) -> Tuple[str, str]:
               "Each script runs alone too (`python bench/bench_search_step.py --help`). "
               "`python bench/make_doc.py` re-renders this page from the stored results. "
               "The GPU check (section 6) needs a GPU and is not part of `make bench`: "
-              "`bash bench/gpu_check.sh` runs it and re-renders this page.", ""]
+              "`bash bench/gpu_check.sh` runs it and re-renders this page. Section 8 is not "
+              "part of `make bench` either (about 2.5 hours): `python bench/bench_fna_claims.py` "
+              "runs what is missing of it (its records in `bench/results/fna_claims/` are "
+              "committed, so it resumes across sessions) and `python bench/make_doc.py` "
+              "re-renders this page.", ""]
     return doc, "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
