@@ -10,9 +10,11 @@ left in float), :mod:`.measure` (calibration data, evaluation, CPU latency, SQNR
 """
 from .cli import main, parse_args
 from .core import FILE_NAME, RESULT_NAME, quantize_trained_model
-from .fx import BACKEND, QuantizationError, QuantizedBackbone, quantize_model, quantized_parts
+from .fx import (BACKEND, BACKENDS, QuantizationError, QuantizedBackbone, quantize_model,
+                 quantized_parts)
 from .measure import calibration_batches, cpu_latency, evaluate, sqnr_db
 
 __all__ = ["quantize_model", "quantize_trained_model", "quantized_parts", "QuantizedBackbone",
-           "QuantizationError", "BACKEND", "FILE_NAME", "RESULT_NAME", "calibration_batches",
+           "QuantizationError", "BACKEND", "BACKENDS", "FILE_NAME", "RESULT_NAME",
+           "calibration_batches",
            "evaluate", "cpu_latency", "sqnr_db", "main", "parse_args"]

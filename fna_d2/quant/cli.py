@@ -21,6 +21,7 @@ from detectron2.utils.logger import setup_logger
 from ..config import get_fna_cfg
 from ..errors import FNAError
 from .core import quantize_trained_model
+from .fx import BACKEND, BACKENDS
 
 __all__ = ["parse_args", "main"]
 
@@ -37,6 +38,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help="calibration images, the first N of DATASETS.TRAIN[0] (default 64)")
     ap.add_argument("--eval", action="store_true",
                     help="also evaluate float and int8 on DATASETS.TEST[0]")
+    ap.add_argument("--backend", default=BACKEND, choices=BACKENDS,
+                    help=f"torch's int8 engine and its qconfig mapping (default {BACKEND})")
     ap.add_argument("--latency-seconds", type=float, default=2.0,
                     help="minimum timing per model (torch.utils.benchmark, default 2)")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
@@ -50,7 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = get_fna_cfg(args.config_file, args.opts)
         info = quantize_trained_model(cfg, args.output, args.calib_images, args.eval,
-                                      args.latency_seconds, args.config_file)
+                                      args.latency_seconds, args.config_file,
+                                      args.backend)
     except FNAError as e:
         print(f"fna_d2.quant: error: {e}", file=sys.stderr)
         return 2

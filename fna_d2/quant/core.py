@@ -29,15 +29,14 @@ RESULT_NAME = "quant.json"
 
 def quantize_trained_model(cfg: CfgNode, output_dir: str, calib_images: int = 64,
                            run_eval: bool = False, latency_s: float = 2.0,
-                           config_file: str = None) -> Dict[str, Any]:
+                           config_file: str = None, backend: str = BACKEND) -> Dict[str, Any]:
     """Quantize ``cfg``'s model with ``MODEL.WEIGHTS``, write ``output_dir/model_int8.ts``
     (image in, the export's outputs out: see ``docs/export.md``) and ``quant.json``; returns
     what ``quant.json`` records."""
-    torch.backends.quantized.engine = BACKEND
     task, metric = task_of(cfg)
     model = load_trained_model(cfg)
     calib = calibration_batches(cfg, calib_images)
-    qmodel = quantize_model(model, calib)
+    qmodel = quantize_model(model, calib, backend)  # sets torch's quantized engine
     image_path = sample_image_path(cfg)
     image, _ = load_sample(cfg, image_path)
     names = output_names(cfg)
@@ -55,7 +54,7 @@ def quantize_trained_model(cfg: CfgNode, output_dir: str, calib_images: int = 64
         "task": task, "config_file": config_file, "file": FILE_NAME,
         "weights": os.path.abspath(cfg.MODEL.WEIGHTS),
         "weights_sha256": file_sha256(cfg.MODEL.WEIGHTS),
-        "backend": BACKEND, "quantized": quantized_parts(model),
+        "backend": backend, "threads": torch.get_num_threads(), "quantized": quantized_parts(model),
         "calibration": {"dataset": cfg.DATASETS.TRAIN[0],
                         "images": sum(len(b) for b in calib)},
         "input": {"shape": list(image.shape), "sample_image": os.path.abspath(image_path)},
