@@ -194,6 +194,10 @@ def quantized_parts(model: nn.Module) -> List[str]:
 def _prepare(part: nn.Module, example: Any, what: str, backend: str,
              keep_float: Sequence[str] = ()) -> nn.Module:
     mapping = get_default_qconfig_mapping(backend)
+    # a quantized cat needs one scale for all its inputs, which the ASPP's branches (the image
+    # pooling one above all) do not share: torch warns of "large numerical inaccuracies".
+    # It concatenates in float instead (its inputs dequantized, the next conv re-quantizes).
+    mapping.set_object_type(torch.cat, None)
     for name in keep_float:
         mapping.set_module_name(name, None)
     try:
