@@ -39,6 +39,8 @@ BACKEND = "fbgemm"
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
 SEG_FLOAT = ("predictor",)
 DET_FLOAT = ("head.cls_score", "head.bbox_pred")
+#: the backbone's first conv (3 input channels: cheap, and it sees the raw normalised pixels)
+BACKBONE_FLOAT = ("stem",)
 #: the engines ``backend=`` accepts (torch's server and mobile int8 kernels)
 BACKENDS = ("fbgemm", "x86", "qnnpack")
 
@@ -247,7 +249,7 @@ def quantize_model(model: nn.Module, calibration: Iterable[List[Dict[str, Any]]]
                                 "backbone; not a meta-architecture fna_d2 can quantize")
     x, feats = seen["x"], seen["f"]
     float_backbone = backbone
-    pb = _prepare(backbone, x, "the backbone", backend)
+    pb = _prepare(backbone, x, "the backbone", backend, BACKBONE_FLOAT)
     if head_name == "sem_seg_head":
         layers = _SegLayers(head)
         ph = _prepare(layers, feats, "the segmentation head", backend, SEG_FLOAT)
