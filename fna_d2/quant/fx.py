@@ -38,7 +38,7 @@ BACKEND = "fbgemm"
 #: the last layers left in float (the 1x1 classifier / the class and box predictors): the
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
 SEG_FLOAT = ("predictor",)
-DET_FLOAT = ("head.cls_score", "head.bbox_pred")
+DET_FLOAT = tuple(f"levels.{i}.{name}" for i in range(8) for name in ("cls_score", "bbox_pred"))
 #: the backbone's first conv (3 input channels: cheap, and it sees the raw normalised pixels)
 BACKBONE_FLOAT = ("stem",)
 #: the engines ``backend=`` accepts (torch's server and mobile int8 kernels)
@@ -79,15 +79,23 @@ class QuantizedBackbone(Backbone):
 
 class _ListHead(nn.Module):
     """A head taking a list of feature maps (RetinaNet, SSDLite) as a module taking a dict with
-    fixed keys, so FX traces it (a list argument cannot be iterated symbolically)."""
+    fixed keys, so FX traces it (a list argument cannot be iterated symbolically), with one
+    copy of the head per level: a head shared by all levels would get one int8 output scale
+    for levels whose activations differ by orders of magnitude (FX keeps one quantized module
+    per module, with the scale of one of its calls). Returns what the head returns, a tuple
+    of per-level lists."""
 
     def __init__(self, head: nn.Module, n: int) -> None:
         super().__init__()
-        self.head = head
+        self.levels = nn.ModuleList(copy.deepcopy(head) for _ in range(n))
+        for level in self.levels:
+            if hasattr(level, "_num_features"):  # RetinaNetHead checks the number of levels
+                level._num_features = 1
         self.keys = [f"p{i}" for i in range(n)]
 
     def forward(self, features: Dict[str, torch.Tensor]):
-        return self.head([features[k] for k in self.keys])
+        outs = [head([features[k]]) for head, k in zip(self.levels, self.keys)]
+        return tuple([o[j][0] for o in outs] for j in range(len(outs[0])))
 
 
 class _QuantizedListHead(nn.Module):
