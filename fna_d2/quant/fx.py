@@ -39,8 +39,9 @@ BACKEND = "fbgemm"
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
 SEG_FLOAT = ("predictor",)
 DET_FLOAT = tuple(f"levels.{i}.{name}" for i in range(8) for name in ("cls_score", "bbox_pred"))
-#: the backbone's first conv (3 input channels: cheap, and it sees the raw normalised pixels)
-BACKBONE_FLOAT = ("stem",)
+#: the backbone's first conv, its ``stem`` at any depth (FPN: ``bottom_up.stem``): 3 input
+#: channels, cheap, and it sees the raw normalised pixels
+BACKBONE_FLOAT = "stem"
 #: the engines ``backend=`` accepts (torch's server and mobile int8 kernels)
 BACKENDS = ("fbgemm", "x86", "qnnpack")
 
@@ -257,7 +258,8 @@ def quantize_model(model: nn.Module, calibration: Iterable[List[Dict[str, Any]]]
                                 "backbone; not a meta-architecture fna_d2 can quantize")
     x, feats = seen["x"], seen["f"]
     float_backbone = backbone
-    pb = _prepare(backbone, x, "the backbone", backend, BACKBONE_FLOAT)
+    stems = [n for n, _ in backbone.named_modules() if n.split(".")[-1] == BACKBONE_FLOAT]
+    pb = _prepare(backbone, x, "the backbone", backend, stems)
     if head_name == "sem_seg_head":
         layers = _SegLayers(head)
         ph = _prepare(layers, feats, "the segmentation head", backend, SEG_FLOAT)
