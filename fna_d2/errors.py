@@ -85,3 +85,11 @@ class ExportError(FNAError, ValueError):
 
 
 __all__ += ["ExportError"]
+
+
+class QuantizationError(FNAError, RuntimeError):
+    """A trained model that cannot be quantized as asked (no calibration images, an unknown
+    int8 backend, a part torch.fx cannot trace); the message names the option or part."""
+
+
+__all__ += ["QuantizationError"]

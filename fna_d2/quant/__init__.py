@@ -8,9 +8,10 @@ left in float), :mod:`.measure` (calibration data, evaluation, CPU latency, SQNR
 (:func:`quantize_trained_model`: quantize, write the TorchScript, measure), :mod:`.cli`. See
 ``docs/quantization.md``.
 """
+from ..errors import QuantizationError
 from .cli import main, parse_args
 from .core import FILE_NAME, RESULT_NAME, quantize_trained_model
-from .fx import (BACKEND, BACKENDS, QuantizationError, QuantizedBackbone, quantize_model,
+from .fx import (BACKEND, BACKENDS, QuantizedBackbone, quantize_model,
                  quantized_parts)
 from .measure import calibration_batches, cpu_latency, evaluate, sqnr_db
 

@@ -25,9 +25,9 @@ from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from ..errors import FNAError
+from ..errors import QuantizationError
 
-__all__ = ["QuantizationError", "BACKEND", "BACKENDS", "quantize_model", "quantized_parts",
+__all__ = ["BACKEND", "BACKENDS", "quantize_model", "quantized_parts",
            "QuantizedBackbone"]
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,6 @@ DET_FLOAT = tuple(f"levels.{i}.{name}" for i in range(8) for name in ("cls_score
 BACKBONE_FLOAT = "stem"
 #: the engines ``backend=`` accepts (torch's server and mobile int8 kernels)
 BACKENDS = ("fbgemm", "x86", "qnnpack")
-
-
-class QuantizationError(FNAError, RuntimeError):
-    """A model that cannot be quantized as asked (no calibration data, a part FX cannot
-    trace); the message names the part and what to do."""
 
 
 class QuantizedBackbone(Backbone):

@@ -15,7 +15,7 @@ from torch.utils import benchmark
 
 from ..engine.trainer import FNATrainer
 from ..tasks import task_of
-from .fx import QuantizationError
+from ..errors import QuantizationError
 
 __all__ = ["calibration_batches", "evaluate", "cpu_latency", "sqnr_db"]
 
