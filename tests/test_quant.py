@@ -146,3 +146,18 @@ def test_quantize_model_refuses_no_calibration_data(trained):
     model = load_trained_model(get_fna_cfg(*trained["seg"]))
     with pytest.raises(QuantizationError, match="no calibration images"):
         quantize_model(model, [])
+
+
+def test_ssdlite_quantizes_and_detects():
+    """SSDLite's head (its own modules per level) is traced whole, not copied per level."""
+    cfg = get_fna_cfg(os.path.join(INSTANT, "trees_ssdlite_adapt.yaml"),
+                      ["MODEL.FNA.ARCH", "", "MODEL.FNA.SEED_WEIGHTS", ""])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    calib = calibration_batches(cfg, 2)
+    qmodel = quantize_model(model, calib)
+    for part in quantized_parts(model):
+        assert any(isinstance(m, nnq.Conv2d) for m in getattr(qmodel, part).modules()), part
+    with torch.no_grad():
+        out = qmodel(calib[0])[0]["instances"]
+    assert out.pred_boxes.tensor.shape[1] == 4 and torch.isfinite(out.scores).all()

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Sequence
 import torch
 from detectron2.layers import Conv2d as D2Conv2d
 from detectron2.modeling import Backbone, ShapeSpec
+from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -39,6 +40,7 @@ BACKEND = "fbgemm"
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
 SEG_FLOAT = ("predictor",)
 DET_FLOAT = tuple(f"levels.{i}.{name}" for i in range(8) for name in ("cls_score", "bbox_pred"))
+# (SSDLite's per-level predictors are quantized: they are depthwise-separable, not one conv)
 #: the backbone's first conv, its ``stem`` at any depth (FPN: ``bottom_up.stem``): 3 input
 #: channels, cheap, and it sees the raw normalised pixels
 BACKBONE_FLOAT = "stem"
@@ -83,13 +85,18 @@ class _ListHead(nn.Module):
 
     def __init__(self, head: nn.Module, n: int) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(copy.deepcopy(head) for _ in range(n))
+        # only a head whose modules all levels share (RetinaNet's) is copied per level;
+        # SSDLite's has its own modules per level and takes the whole list
+        self.shared = isinstance(head, RetinaNetHead)
+        self.levels = nn.ModuleList(copy.deepcopy(head) for _ in range(n if self.shared else 1))
         for level in self.levels:
             if hasattr(level, "_num_features"):  # RetinaNetHead checks the number of levels
                 level._num_features = 1
         self.keys = [f"p{i}" for i in range(n)]
 
     def forward(self, features: Dict[str, torch.Tensor]):
+        if not self.shared:
+            return self.levels[0]([features[k] for k in self.keys])
         outs = [head([features[k]]) for head, k in zip(self.levels, self.keys)]
         return tuple([o[j][0] for o in outs] for j in range(len(outs[0])))
 
