@@ -14,13 +14,14 @@ from typing import Any, Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from fna_d2.utils import write_text  # noqa: E402
-from sections import (fna_claims, gpu_check, inference, latency_model, pipeline,  # noqa: E402
-                      remap_ablation, search_step)
+from sections import (fna_claims, gpu_check, inference, int8, latency_model,  # noqa: E402
+                      pipeline, remap_ablation, search_step)
 from sections.fmt import machine  # noqa: E402
 
 #: the result files the page is made of
 NAMES = ("search_step", "inference", "inference_tuned_malloc", "latency_model",
-         "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check", "fna_claims")
+         "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check", "int8",
+         "fna_claims")
 
 
 def header(run: Dict[str, Any], m: Dict[str, Any], quick: bool) -> List[str]:
@@ -72,7 +73,8 @@ def page(quick: bool) -> Tuple[str, str]:
     lines += (search_step.summary(res["search_step"]) + inference.summary(res["inference"])
               + latency_model.summary(res["latency_model"], res["latency_model_tuned_malloc"])
               + remap_ablation.summary(res["remap_ablation"]) + pipeline.summary(res["pipeline"])
-              + gpu_check.summary(res["gpu_check"]) + fna_claims.summary(res["fna_claims"]))
+              + gpu_check.summary(res["gpu_check"]) + int8.summary(res["int8"])
+              + fna_claims.summary(res["fna_claims"]))
     lines.append("")
     lines += search_step.section(res["search_step"], doc)
     lines += inference.section(res["inference"], res["inference_tuned_malloc"], doc)
@@ -80,6 +82,7 @@ def page(quick: bool) -> Tuple[str, str]:
     lines += remap_ablation.section(res["remap_ablation"], doc)
     lines += pipeline.section(res["pipeline"], doc)
     lines += gpu_check.section(res["gpu_check"], doc)
+    lines += int8.section(res["int8"], doc)
     lines += fna_claims.section(res["fna_claims"], doc)
     lines += ["## Reproducing", "",
               "`make bench` (= `python bench/run_all.py`) runs everything (the run above: "

@@ -98,4 +98,9 @@ class ToolInputError(FNAError, ValueError):
     names the file or value at fault."""
 
 
-__all__ += ["UserModuleError", "ToolInputError"]
+class QuantizationError(FNAError, RuntimeError):
+    """A trained model that cannot be quantized as asked (no calibration images, an unknown
+    int8 backend, a part torch.fx cannot trace); the message names the option or part."""
+
+
+__all__ += ["UserModuleError", "ToolInputError", "QuantizationError"]
