@@ -46,12 +46,12 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
         nets = g["networks"]
         done = r["complete"].get(demo)
         missing = r["missing"].get(demo) or []
+        if not nets:
+            out += [f"### {demo} ({g['metric']}) - not started", "", "No run finished yet.", ""]
+            continue
         out += [f"### {demo} ({g['metric']})" + ("" if done else
                                                   f" - incomplete: {len(missing)} runs to go"),
                 ""]
-        if not nets:
-            out += ["No run finished yet.", ""]
-            continue
         out += [f"| network | backbone GMAdds | {g['metric']} (mean +- std) | seeds | "
                 "paired vs searched |", "|---|---|---|---|---|"]
         for n in _names(nets):
