@@ -3,24 +3,16 @@
 anything again, and says what is missing when a record is lost."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from _shared import bench_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "bench", "bench_fna_claims.py")
-
-
-def _bench(name):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
 
 
 def _rec(net, seed, miou):
@@ -29,7 +21,7 @@ def _rec(net, seed, miou):
 
 
 def test_paired_differences_rank_and_verdicts_are_the_hand_computed_ones():
-    S = _bench("claims_stats")
+    S = bench_module("claims_stats")
     runs = {"searched": (10, 12, 14), "random_00": (8, 9, 10), "random_01": (11, 13, 15),
             "seed": (9, 11, 13)}
     recs = {f"train_{n}_s{s}": _rec(n, s, v) for n, vs in runs.items() for s, v in enumerate(vs)}

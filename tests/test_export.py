@@ -27,6 +27,7 @@ from fna_d2.arch import fna_retinanet_arch, mobilenetv2_arch
 from fna_d2.config import get_fna_cfg
 from fna_d2.export import compare_outputs, main as export_main
 from fna_d2.modeling import DerivedNet, MobileNetV2Seed
+from _shared import randomise_bn
 
 
 class TupleOutputs(nn.Module):
@@ -156,7 +157,7 @@ def trained(tmp_path_factory):
                     nn.init.kaiming_normal_(m.weight)
             nn.init.normal_(model.head.cls_score.weight, 0, 0.003)
         else:
-            _randomise_bn(model)
+            randomise_bn(model)
             nn.init.normal_(model.sem_seg_head.predictor.weight, 0, 0.1)
         DetectionCheckpointer(model, save_dir=d).save("model_final")
         out[kind] = (cfg_file, opts + ["MODEL.WEIGHTS", os.path.join(d, "model_final.pth")], d)
@@ -165,15 +166,6 @@ def trained(tmp_path_factory):
     Image.fromarray(img).save(png)
     out["seg_image"] = png
     return out
-
-
-def _randomise_bn(model):
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def _cli(cfg_file, opts, fmt, out, *extra):
@@ -336,7 +328,7 @@ def test_segmentation_network_scripts():
     cfg_file, opts = MODELS["seg"]
     torch.manual_seed(0)
     model = build_model(get_fna_cfg(cfg_file, opts)).eval()
-    _randomise_bn(model)
+    randomise_bn(model)
 
     class Net(nn.Module):
         def __init__(self, m):

@@ -4,7 +4,6 @@ projection, recomputed from the recorded numbers), and the full check refuses to
 CUDA. The docs section labels a CPU result as one and says plainly when nothing ran on a GPU."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -13,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from _shared import bench_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
@@ -51,7 +51,7 @@ def test_quick_run_times_both_configs_and_records_the_machine(quick):
         # the first conv computed in the dtype asked for (bf16: SOLVER.AMP took effect)
         want = "torch.bfloat16" if rec["precision"] == "bf16" else "torch.float32"
         assert rec["observed_dtypes"] == [want], rec
-        assert rec["input_sizes_hw"] and all(min(hw) == _bench('gpu_check_data').QUICK_SIZE for hw in rec["input_sizes_hw"])
+        assert rec["input_sizes_hw"] and all(min(hw) == bench_module('gpu_check_data').QUICK_SIZE for hw in rec["input_sizes_hw"])
         for s in rec["s_per_iter"].values():
             assert s["n"] == 1 and s["median"] > 0
     search, adapt = [next(x for x in doc["runs"] if (x["config"], x["precision"]) == (c, "fp32"))
@@ -87,34 +87,22 @@ def test_projection_is_the_formula_of_the_recorded_numbers(quick):
 
 def test_docs_section_labels_a_cpu_result_and_says_when_nothing_ran_on_a_gpu(quick):
     doc, _ = quick
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        from sections import gpu_check as section
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
+    section = bench_module("sections.gpu_check")
     text = "\n".join(section.section(doc, os.path.join(ROOT, "docs", "benchmarks.md")))
     assert "CPU smoke result" in text
     assert "not run on a GPU yet" in "\n".join(section.summary(doc))
     assert "Not run on a GPU yet" in "\n".join(section.section(None, "docs/benchmarks.md"))
 
 
-def _bench(name):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
-
-
 def _script():
-    return _bench("gpu_check")
+    return bench_module("gpu_check")
 
 
 def test_quick_inputs_give_every_stride2_conv_an_input_two_pixels_wide(tmp_path):
     """torch 2.14.1's CPU bfloat16 conv returns NaN weight gradients for a stride-2 conv whose
     input is 1 pixel wide (what a 64-pixel portrait image gave P7: a flaky NaN in CI's bf16
     adaptation step). The quick inputs, padded as the model pads them, must avoid that shape."""
-    g, data = _script(), _bench("gpu_check_data")
+    g, data = _script(), bench_module("gpu_check_data")
     from detectron2.modeling import build_model
     from fna_d2.config import get_fna_cfg
     a = g.parse(["--quick", "--work", str(tmp_path)])

@@ -20,6 +20,8 @@ from fna_d2.export import load_trained_model
 from fna_d2.quant import (QuantizationError, calibration_batches, quantize_model,
                           quantized_parts, sqnr_db)
 
+from _shared import randomise_bn
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
 MODELS = {
@@ -31,15 +33,6 @@ MODELS = {
 }
 
 
-def _randomise_bn(model):
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Each kind randomly initialised (non-trivial BN statistics) and saved as model_final.pth."""
@@ -49,7 +42,7 @@ def trained(tmp_path_factory):
         cfg = get_fna_cfg(cfg_file, opts)
         torch.manual_seed(0)
         model = build_model(cfg)
-        _randomise_bn(model)
+        randomise_bn(model)
         if kind == "det":  # detectron2's head init (std 0.01) gives near-zero box deltas
             for m in model.head.modules():
                 if isinstance(m, nn.Conv2d):
