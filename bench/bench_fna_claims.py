@@ -62,10 +62,12 @@ def records_dir(root: str, demo: str) -> str:
     return os.path.join(root, NAME, demo)
 
 
-def _opts(demo: str, a, out: str, seed: int) -> List[Any]:
+def job_opts(demo: str, quick: bool, out: str, seed: int) -> List[Any]:
+    """The overrides every run of ``demo`` gets: its output folder, ``SEED``, no periodic
+    evaluation or checkpoint (``quick``: and the instant-test sizes)."""
     return (["OUTPUT_DIR", out, "SEED", seed, "TEST.EVAL_PERIOD", 0,
              "SOLVER.CHECKPOINT_PERIOD", 10 ** 7]
-            + (QUICK_OPTS[demo] if a.quick else []))
+            + (QUICK_OPTS[demo] if quick else []))
 
 
 class Bench:
@@ -107,7 +109,7 @@ class Bench:
     def search(self, rid: str, target: bool) -> str:
         arch_file = os.path.join(self.archs, f"{rid}.json")
         if not self.done(rid):
-            opts = _opts(self.demo, self.a, os.path.join(self.scratch, rid), 0)
+            opts = job_opts(self.demo, self.a.quick, os.path.join(self.scratch, rid), 0)
             if target:
                 opts += ["MODEL.FNA.SEARCH.TARGET_COST", "seed"]
             res = self._run(rid, {"kind": "search", "config": self.spec["search"],
@@ -152,10 +154,11 @@ class Bench:
         out = os.path.join(self.scratch, rid)
         if arch_file:
             spec = {"kind": "train", "config": self.spec["adapt"],
-                    "opts": _opts(self.demo, self.a, out, seed) + ["MODEL.FNA.ARCH", arch_file]}
+                    "opts": job_opts(self.demo, self.a.quick, out, seed)
+                    + ["MODEL.FNA.ARCH", arch_file]}
         else:
             spec = {"kind": "train", "config": self.spec["baseline"],
-                    "opts": _opts(self.demo, self.a, out, seed)}
+                    "opts": job_opts(self.demo, self.a.quick, out, seed)}
         self._run(rid, spec, {"network": net, "train_seed": seed,
                               "arch_file": os.path.relpath(arch_file, C.REPO) if arch_file
                               else None, "backbone_gmadds": self.gmadds(arch_file)})

@@ -15,13 +15,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from fna_d2.utils import write_text  # noqa: E402
 from sections import (fna_claims, gpu_check, inference, int8, latency_model,  # noqa: E402
-                      pipeline, remap_ablation, search_step)
+                      pipeline, remap_ablation, search_decision, search_step)
 from sections.fmt import machine  # noqa: E402
 
 #: the result files the page is made of
 NAMES = ("search_step", "inference", "inference_tuned_malloc", "latency_model",
          "latency_model_tuned_malloc", "remap_ablation", "pipeline", "gpu_check", "int8",
-         "fna_claims")
+         "fna_claims", "search_decision")
 
 
 def header(run: Dict[str, Any], m: Dict[str, Any], quick: bool) -> List[str]:
@@ -74,7 +74,8 @@ def page(quick: bool) -> Tuple[str, str]:
               + latency_model.summary(res["latency_model"], res["latency_model_tuned_malloc"])
               + remap_ablation.summary(res["remap_ablation"]) + pipeline.summary(res["pipeline"])
               + gpu_check.summary(res["gpu_check"]) + int8.summary(res["int8"])
-              + fna_claims.summary(res["fna_claims"]))
+              + fna_claims.summary(res["fna_claims"])
+              + search_decision.summary(res["search_decision"]))
     lines.append("")
     lines += search_step.section(res["search_step"], doc)
     lines += inference.section(res["inference"], res["inference_tuned_malloc"], doc)
@@ -84,6 +85,7 @@ def page(quick: bool) -> Tuple[str, str]:
     lines += gpu_check.section(res["gpu_check"], doc)
     lines += int8.section(res["int8"], doc)
     lines += fna_claims.section(res["fna_claims"], doc)
+    lines += search_decision.section(res["search_decision"], doc)
     lines += ["## Reproducing", "",
               "`make bench` (= `python bench/run_all.py`) runs everything (the run above: "
               f"{(run.get('wall_time_s') or 0) / 60:.0f} minutes on a shared 2-core CPU, most of "
@@ -96,7 +98,8 @@ def page(quick: bool) -> Tuple[str, str]:
               "part of `make bench` either (about 2.5 hours): `python bench/bench_fna_claims.py` "
               "runs what is missing of it (its records in `bench/results/fna_claims/` are "
               "committed, so it resumes across sessions) and `python bench/make_doc.py` "
-              "re-renders this page.", ""]
+              "re-renders this page. Section 9 likewise: `python bench/bench_search_decision.py "
+              "--train SETTING` (about an hour).", ""]
     return doc, "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
