@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Does the demo's search decide, and what makes it? The nuclei demo search (its config as
 ``make demo-seg`` runs it) with the architecture learning rate varied, each with several
-search seeds (``SEED``: the super network's head initialisation and the data order):
+search seeds (``MODEL.FNA.SEARCH.SEED``, which seeds the super network's initialisation,
+the alphas included, the train/arch split and the data order; ``SEED`` too):
 
 - **entropy**: the final softmax(alpha) normalised entropy, mean over layers (1 = uniform);
 - **top-1 probability** and **margin** (top-1 - top-2), mean over layers;
@@ -115,7 +116,8 @@ class Bench:
         arch = os.path.join(self.rec, "archs", f"{rid}.json")
         if not os.path.exists(self.path(rid)):
             out = os.path.join(self.scratch, rid)
-            opts = job_opts(DEMO, self.a.quick, out, seed) + SETTINGS[setting]
+            opts = (job_opts(DEMO, self.a.quick, out, seed)
+                    + ["MODEL.FNA.SEARCH.SEED", seed] + SETTINGS[setting])
             res = self._run(rid, {"kind": "search", "config": self.spec["search"],
                                   "opts": opts}, {"setting": setting, "search_seed": seed})
             res.update(search_stats(out))

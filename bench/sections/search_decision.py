@@ -23,7 +23,8 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
         return out + ["Not run.", ""]
     out += [f"The {r['demo']} demo's search (`configs/demo/{r['demo']}_search.yaml`) with "
             "the architecture learning rate (`SOLVER.ARCH.BASE_LR`) varied, each with several "
-            "search seeds (`SEED`). Entropy: final softmax(alpha) normalised entropy (1 = "
+            "search seeds (`MODEL.FNA.SEARCH.SEED`: the init, alphas included, the arch split and "
+            "the data order). Entropy: final softmax(alpha) normalised entropy (1 = "
             "uniform); top-1 / margin: the most probable operation's probability and its lead "
             "over the second, mean over layers; churn: fraction of layers whose derived "
             f"operation changed in the last {r['churn_back_iterations']} iterations; agreement: "
