@@ -14,6 +14,12 @@ the alphas included, the train/arch split and the data order; ``SEED`` too):
   the task's signal derives the same network from different seeds; one driven by noise agrees
   by chance only).
 
+``--signal`` explains the numbers: it runs the demo search once more keeping its checkpoints
+and measures, with the weights remapped (start), after the warm-up and at the end, the per-batch
+signal-to-noise ratio of the architecture gradient and the functional spread of each layer's
+candidates (:mod:`alpha_signal`), and the logit drift Adam can make of that SNR in the demo's
+arch steps per learning rate.
+
 ``--train SETTING`` also trains the seed-0 architecture of that setting with the adaptation
 config and the training seeds of ``bench/bench_fna_claims.py``, so its mIoU sits beside the
 claims' searched, random and seed networks (same schedule, same training seeds).
@@ -36,8 +42,10 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from ablation_jobs import Runner  # noqa: E402
+from alpha_signal import candidate_spread, gradient_signal, median, summarize_signal  # noqa: E402
 from bench_fna_claims import DEMOS, job_opts  # noqa: E402
 from fna_d2.arch import load_arch, save_arch  # noqa: E402
+from fna_d2.engine.search import SearchTrainer  # noqa: E402
 from fna_d2.utils import mean_std, pyplot, read_json, write_json  # noqa: E402
 
 NAME = "search_decision"
@@ -51,6 +59,9 @@ SETTINGS: Dict[str, List[Any]] = {
 }
 #: iterations before the end of the derived architecture churn is measured against
 CHURN_BACK = 100
+#: --signal: arch batches per gradient measurement, and the learning rates drift is given for
+SIGNAL_BATCHES = 24
+SIGNAL_LRS = [0.01, 0.03, 0.1]
 
 
 def flat_ops(arch_file: str) -> List[str]:
@@ -71,6 +82,7 @@ def search_stats(out_dir: str) -> Dict[str, Any]:
     searchable = len(layers)
     changed = sum(x != y for x, y in zip(a, b))
     return {"entropy": probs["entropy"],
+            "logit_range": sum(max(l["alpha"]) - min(l["alpha"]) for l in layers) / len(layers),
             "top1": sum(t[0] for t in top) / len(top),
             "margin": sum(t[0] - t[1] for t in top) / len(top),
             "ops": [l["argmax"] for l in layers],
@@ -138,10 +150,68 @@ class Bench:
         write_json(self.path(rid), C.clean_json(res), indent=1)
 
 
+def signal(a) -> Dict[str, Any]:
+    """``--signal`` (module doc); its record is ``signal.json`` in the records folder."""
+    rec = os.path.join(a.results_dir, NAME, DEMO, "signal.json")
+    if os.path.exists(rec):
+        return read_json(rec)
+    spec = DEMOS[DEMO]
+    out = os.path.join(C.scratch(NAME, DEMO, quick=a.quick), "signal_search")
+    opts = (job_opts(DEMO, a.quick, out, 0)  # with periodic checkpoints (the last key wins)
+            + ["SOLVER.CHECKPOINT_PERIOD", 2 if a.quick else 150])
+    final = os.path.join(out, "model_final.pth")
+    t0 = time.perf_counter()
+    if not os.path.exists(final):
+        p = C.run_python([os.path.join(C.REPO, "train_net.py"), "--config-file", spec["search"]]
+                         + [str(o) for o in opts], log_path=out + ".log",
+                         env={"OMP_NUM_THREADS": str(a.threads)})
+        if p.returncode != 0:
+            raise RuntimeError(f"the signal search failed: see {out}.log")
+    cfg = C.demo_cfg(spec["search"], opts)
+    trainer = SearchTrainer(cfg)
+    trainer.resume_or_load(resume=False)  # the seed remapped into the super network
+    warm = cfg.MODEL.FNA.SEARCH.WARMUP_ITERS
+    arch_steps = (cfg.SOLVER.MAX_ITER - warm) * cfg.MODEL.FNA.SEARCH.ARCH_STEPS
+    ckpts = sorted(f for f in os.listdir(out) if f.startswith("model_0") and f.endswith(".pth"))
+    states = {"start (remapped)": None,
+              "end of warm-up": os.path.join(out, ckpts[0]) if ckpts else None,
+              "end": final}
+    doc: Dict[str, Any] = {"arch_steps": arch_steps, "batches": SIGNAL_BATCHES, "states": {}}
+    for name, path in states.items():
+        if path is None and name != "start (remapped)":
+            continue
+        if path:
+            trainer.checkpointer.load(path, checkpointables=[])
+        batches = 2 if a.quick else SIGNAL_BATCHES
+        sig = gradient_signal(trainer.runner, batches)
+        spread = candidate_spread(trainer.runner, 1 if a.quick else 2)
+        st = doc["states"][name] = {
+            "checkpoint": os.path.basename(path) if path else None,
+            **summarize_signal(sig, arch_steps, SIGNAL_LRS),
+            "spread_same_expansion": median(spread["same_expansion"]),
+            "spread_across": median(spread["across"]), "candidate_spread": spread,
+            "gradient": sig}
+        print(f"[{NAME}] signal at {name}: median SNR {st['median_snr_with_cost']:.3f} (noise "
+              f"{st['noise_floor_snr']:.3f}), candidate spread {st['spread_same_expansion']:.3f}"
+              f" (k3/k5/k7) / {st['spread_across']:.3f} (e3 vs e6)")
+    doc.update(wall_s=time.perf_counter() - t0, **{k: v for k, v in C.machine_info(
+        a.threads).items() if k in ("cpu", "load_average", "date", "git")})
+    write_json(rec, C.clean_json(doc), indent=1)
+    return doc
+
+
 def summarize(a, wall_s: Optional[float] = None) -> Dict[str, Any]:
     rec = os.path.join(a.results_dir, NAME, DEMO)
     records = {os.path.splitext(f)[0]: read_json(os.path.join(rec, f))
-               for f in sorted(os.listdir(rec)) if f.endswith(".json")} if os.path.isdir(rec) else {}
+               for f in sorted(os.listdir(rec)) if f.endswith(".json")
+               and f != "signal.json"} if os.path.isdir(rec) else {}
+    sig = read_json(os.path.join(rec, "signal.json")) if os.path.isdir(rec) else None
+    scratch = C.scratch(NAME, DEMO, quick=a.quick)
+    for rid, r in records.items():  # a record of an older version of search_stats
+        out = os.path.join(scratch, rid)
+        if r.get("kind") == "search" and "logit_range" not in r and os.path.isdir(out):
+            r.update(search_stats(out))
+            write_json(os.path.join(rec, f"{rid}.json"), C.clean_json(r), indent=1)
     settings: Dict[str, Any] = {}
     for s in SETTINGS:
         runs = [r for r in records.values() if r.get("kind") == "search" and r["setting"] == s]
@@ -151,7 +221,7 @@ def summarize(a, wall_s: Optional[float] = None) -> Dict[str, Any]:
                    if r.get("kind") == "train" and r["setting"] == s and r.get("mIoU") is not None}
         settings[s] = {"overrides": SETTINGS[s], "seeds": len(runs),
                        **{k: mean_std([r[k] for r in runs]) for k in
-                          ("entropy", "top1", "margin", "churn")},
+                          ("entropy", "top1", "margin", "churn", "logit_range")},
                        "agreement": agreement(runs),
                        "chance_agreement": chance_agreement(runs[0]["candidates"]),
                        "wall_s": [r.get("wall_s") for r in runs],
@@ -162,11 +232,19 @@ def summarize(a, wall_s: Optional[float] = None) -> Dict[str, Any]:
            for n, v in claims.get("networks", {}).items()}
     doc = {"name": NAME, "quick": a.quick, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "machine": C.machine_info(a.threads), "wall_time_s": wall_s, "demo": DEMO,
-           "churn_back_iterations": CHURN_BACK, "settings": settings, "claims_networks": ref}
+           "churn_back_iterations": CHURN_BACK, "settings": settings, "claims_networks": ref,
+           "signal": None if not sig else {
+               "arch_steps": sig["arch_steps"], "batches": sig["batches"],
+               "states": {n: {k: v for k, v in st.items() if k not in ("gradient",
+                                                                     "candidate_spread")}
+                          for n, st in sig["states"].items()}}}
     doc["checks"] = checks(settings)
-    png = plot(settings, os.path.join(C.img_dir(a.quick), f"{NAME}.png"))
+    img = (C.DOC_IMG if os.path.abspath(a.results_dir) == os.path.abspath(C.RESULTS)
+           and not a.quick else os.path.join(a.results_dir, "img"))
+    png = plot(settings, os.path.join(img, f"{NAME}.png"))
     doc["plot"] = os.path.relpath(png, C.REPO) if png else None
-    C.write_result(NAME, a.quick, C.clean_json(doc))
+    path = write_json(os.path.join(a.results_dir, f"{NAME}.json"), C.clean_json(doc), indent=1)
+    print(f"[bench] wrote {os.path.relpath(path, C.REPO)}")
     return doc
 
 
@@ -214,6 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train", default="", help="settings whose seed-0 architecture to train")
     ap.add_argument("--train-seeds", type=int, default=None,
                     help=f"training seeds (default: the claims bench's, {DEMOS[DEMO]['seeds']})")
+    ap.add_argument("--signal", action="store_true",
+                    help="measure the arch gradient's signal-to-noise ratio (module doc)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--summarize", action="store_true", help="only rewrite the summary")
     ap.add_argument("--results-dir", default=None)
@@ -232,6 +312,8 @@ def main(argv=None) -> int:
             for s in chosen:
                 b.search(s, seed)
                 summarize(a)
+        if a.signal:
+            signal(a)
         for s in train:
             arch = b.search(s, 0)
             for seed in range(1 if a.quick else (a.train_seeds or DEMOS[DEMO]["seeds"])):
