@@ -181,6 +181,9 @@ def main(argv=None) -> int:
                     help="training seeds per network (default: nuclei 3, trees 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1)")
     ap.add_argument("--summarize", action="store_true", help="only rewrite the summary")
+    ap.add_argument("--reverse", action="store_true",
+                    help="train the networks in reverse order: a second process started with "
+                    "it shares the work with a running one (they meet in the middle)")
     ap.add_argument("--results-dir", default=None, help="records and summary folder (default "
                     "bench/results; --quick: bench/results/quick)")
     a = ap.parse_args(argv)
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
         b = Bench(demo, a)
         nets = plan(b)
         for seed in range(demos[demo]["seeds"]):  # seed 0 of every network first
-            for net, arch in nets:
+            for net, arch in (nets[::-1] if a.reverse else nets):
                 b.train(net, arch, seed)
                 S.write_summary(NAME, demos, a.results_dir, records_dir, a.quick)
     doc = S.write_summary(NAME, demos, a.results_dir, records_dir, a.quick,
