@@ -208,6 +208,10 @@ def add_fna_config(cfg: CN) -> CN:
     _C.MODEL.SSDLITE.BN_EPS = 1e-3
     # Std of the normal init of the extra layers' and the head's convs.
     _C.MODEL.SSDLITE.INIT_STD = 0.03
+    # The head's last 1x1 conv (class logits / box deltas): True, no bias + NORM (BN) as the
+    # authors' conv_dw_head; False, a plain 1x1 conv with bias (what the demo trains with:
+    # docs/ssdlite.md, "Why the demo's detectors learn nothing").
+    _C.MODEL.SSDLITE.HEAD_OUTPUT_NORM = True
     # Anchor centre spacing per level in pixels (mmdetection 0.6's SSD strides); the sizes
     # are MODEL.ANCHOR_GENERATOR.SIZES as [min, max] per level, the ratios its ASPECT_RATIOS.
     _C.MODEL.SSDLITE.ANCHOR_STRIDES = [16, 32, 64, 107, 160, 320]
@@ -222,6 +226,12 @@ def add_fna_config(cfg: CN) -> CN:
     # TEST.DETECTIONS_PER_IMAGE, the authors' 200).
     _C.MODEL.SSDLITE.SCORE_THRESH_TEST = 0.02
     _C.MODEL.SSDLITE.NMS_THRESH_TEST = 0.6
+    # SSDLite's training augmentations (fna_d2.modeling.ssdlite.augment): the authors' expand
+    # (canvas up to 4x, probability 1/2) and min-IoU random crop; False drops the step
+    # (photometric distortion, resize and flip stay).
+    _C.INPUT.SSD = CN()
+    _C.INPUT.SSD.EXPAND = True
+    _C.INPUT.SSD.MIN_IOU_CROP = True
     # Weight optimizer: "SGD" (detectron2's) or "RMSprop" (the authors' SSDLite training:
     # lr 0.2, eps 1.0, momentum 0.9), read by fna_d2.engine.optim.weight_optimizer.
     _C.SOLVER.OPTIMIZER = "SGD"

@@ -210,10 +210,14 @@ class _WithBoxes:
 
 def ssdlite_train_augmentations(cfg) -> List[T.Augmentation]:
     """The list of the module doc, at ``MODEL.SSDLITE.INPUT_SIZE``, expanding with
-    ``MODEL.PIXEL_MEAN`` (in ``INPUT.FORMAT`` channel order)."""
-    return [PhotometricDistortion(image_format=cfg.INPUT.FORMAT),
-            Expand(list(cfg.MODEL.PIXEL_MEAN)), MinIoURandomCrop(), _resize(cfg),
-            T.RandomFlip(horizontal=True)]
+    ``MODEL.PIXEL_MEAN`` (in ``INPUT.FORMAT`` channel order); ``INPUT.SSD.EXPAND`` /
+    ``INPUT.SSD.MIN_IOU_CROP`` False leave out steps 2 / 3."""
+    augs: List[T.Augmentation] = [PhotometricDistortion(image_format=cfg.INPUT.FORMAT)]
+    if cfg.INPUT.SSD.EXPAND:
+        augs.append(Expand(list(cfg.MODEL.PIXEL_MEAN)))
+    if cfg.INPUT.SSD.MIN_IOU_CROP:
+        augs.append(MinIoURandomCrop())
+    return augs + [_resize(cfg), T.RandomFlip(horizontal=True)]
 
 
 def _resize(cfg) -> T.Augmentation:

@@ -65,7 +65,8 @@ class FNASSDLite(nn.Module):
         shapes = list(backbone.output_shape().values())
         anchors = build_anchor_generator(cfg, shapes)
         head = SSDLiteHead([x.channels for x in shapes], anchors.num_cell_anchors, s.NUM_CLASSES,
-                           norm=s.NORM, bn_eps=s.BN_EPS, init_std=s.INIT_STD)
+                           norm=s.NORM, bn_eps=s.BN_EPS, init_std=s.INIT_STD,
+                           output_norm=s.HEAD_OUTPUT_NORM)
         return {"backbone": backbone, "head": head, "anchor_generator": anchors,
                 "box2box_transform": Box2BoxTransform(weights=tuple(s.BBOX_REG_WEIGHTS)),
                 "anchor_matcher": Matcher([s.IOU_THRESHOLD], [0, 1],
