@@ -75,8 +75,8 @@ def test_controls_are_made_trained_evaluated_and_reported(controls_run):
             assert abs(cost / target - 1) < 0.25
 
     # trained exactly as the adapt stage: its config, the control's arch file
-    adapt_cfg = yaml.safe_load(open(os.path.join(out, "adapt", "config.yaml")))
     for stage in CONTROL_STAGES:
+        adapt_cfg = yaml.safe_load(open(os.path.join(out, "adapt", "config.yaml")))
         name = stage[len("control_"):]
         man = _manifest(out, stage)
         assert man["control"] == name and man["arch_file"] == f"controls/{name}.json"
