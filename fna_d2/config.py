@@ -193,6 +193,17 @@ def add_fna_config(cfg: CN) -> CN:
     _C.FNA_PIPELINE.ADAPT_CONFIG = ""
     # Config of the seed baseline trained with the same schedule; empty: no baseline.
     _C.FNA_PIPELINE.BASELINE_CONFIG = ""
+    # Controls trained beside the searched net (docs/controls.md), any of "random" (paths of the
+    # search space at the derived net's backbone MAdds), "shrunk_depth", "shrunk_expansion" (the
+    # seed shrunk by hand to that cost): each is remapped from the seed and trained with the
+    # adapt config (stages controls, control_<name>). Empty: no controls.
+    _C.FNA_PIPELINE.CONTROLS = []
+    # How many random architectures "random" draws (stages control_random_00, _01, ...).
+    _C.FNA_PIPELINE.CONTROL_RANDOM_N = 1
+    # Relative band around the derived net's backbone MAdds the random controls are drawn in.
+    _C.FNA_PIPELINE.CONTROL_TOLERANCE = 0.03
+    # Seed of the random draws (the same seed and inputs draw the same architectures).
+    _C.FNA_PIPELINE.CONTROL_RNG_SEED = 0
 
     # ---- SSDLite (META_ARCHITECTURE "FNASSDLite", docs/ssdlite.md); others ignore these.
     # Architecture logits are divided by this in the super network's softmax (mixing and path

@@ -1,4 +1,5 @@
-"""The pipeline's ``report.md``: searched architecture, cost, latency, accuracy, wall times, plots.
+"""The pipeline's ``report.md``: searched architecture, cost, latency, accuracy, the searched net
+beside its cost-matched controls, wall times, plots.
 
 Pure formatting: :func:`write_report_files` takes plain data (a :class:`ReportData`, gathered
 by :mod:`fna_d2.pipeline.report_data`) and writes Markdown plus its PNGs (the bar chart; the
@@ -16,8 +17,14 @@ from typing import Dict, List, Optional, Sequence
 from .arch import SKIP, Arch
 from .utils import fmt_number, fmt_seconds, pyplot, save_figure, write_text
 
-__all__ = ["ReportData", "arch_table", "plot_metric_bars", "pipeline_notes", "write_report",
-           "write_report_files"]
+__all__ = ["ReportData", "arch_table", "comparison_section", "plot_metric_bars",
+           "pipeline_notes", "write_report", "write_report_files", "NO_CONTROLS"]
+
+#: the report's line when the pipeline trained no controls
+NO_CONTROLS = ("No controls were trained (`FNA_PIPELINE.CONTROLS` is empty): add "
+               "`FNA_PIPELINE.CONTROLS \"['random', 'shrunk_depth']\"` to the pipeline's "
+               "overrides (or its config) to train cost-matched random and shrunk-seed "
+               "architectures and compare them with the searched one here (docs/controls.md).")
 
 
 @dataclass
@@ -43,6 +50,9 @@ class ReportData:
     configs: Dict[str, str] = field(default_factory=dict)               # stage -> config file
     #: caption -> image file (e.g. the search's heat map) to copy next to the report
     figures: Dict[str, str] = field(default_factory=dict)
+    #: searched-vs-controls rows, the searched net first: "network", "made", the metric,
+    #: "backbone MAdds (G)", "backbone Params (M)" (empty: no controls were trained)
+    comparison: List[Dict[str, object]] = field(default_factory=list)
 
 
 def _cell(v: object, digits: int) -> str:
@@ -71,6 +81,43 @@ def arch_table(arch: Arch, seed: Arch, searched: Optional[Arch] = None) -> str:
         cells += [" ".join(st.ops), f"{len(st.ops)} ({real})"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _delta(v: object, ref: object, relative: bool = False) -> str:
+    """``v - ref`` (``relative``: ``v / ref - 1`` in %) as a signed cell; "-" without both."""
+    if not isinstance(v, (int, float)) or not isinstance(ref, (int, float)):
+        return "-"
+    if relative:
+        return f"{v / ref - 1:+.1%}" if ref else "-"
+    return f"{v - ref:+.2f}"
+
+
+def comparison_section(rows: Sequence[Dict[str, object]], metric: str) -> List[str]:
+    """The "Searched vs controls" section's lines: a table of ``rows`` (the first, the searched
+    net, is the reference of the deltas) and what it measures; :data:`NO_CONTROLS` without
+    rows."""
+    if not rows:
+        return [NO_CONTROLS]
+    ref = rows[0]
+    madds, params = "backbone MAdds (G)", "backbone Params (M)"
+    out = [f"| network | made as | {metric} | {metric} - searched | {madds} | "
+           f"MAdds vs searched | {params} |", "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows):
+        cells = [str(r.get("network")), str(r.get("made", "")), _cell(r.get(metric), 2),
+                 "(reference)" if i == 0 else _delta(r.get(metric), ref.get(metric)),
+                 _cell(r.get(madds), 3),
+                 "(reference)" if i == 0 else _delta(r.get(madds), ref.get(madds), True),
+                 _cell(r.get(params), 3)]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "What this measures: the searched net against the controls, architectures of "
+            "the same backbone cost (random paths of the same search space, or the seed shrunk "
+            "by hand) remapped from the same seed and trained with the same adaptation config "
+            "and schedule, is what the search added beyond choosing a cost. A control against "
+            "the seed baseline is not the cost of remapping alone: the seed differs in "
+            "architecture (more MAdds) and in its weights, ImageNet-trained for that "
+            "architecture rather than remapped into a new one. One training run per network "
+            "(see the notes): a difference within the run-to-run spread means nothing."]
+    return out
 
 
 def plot_metric_bars(path: str, values: Dict[str, Optional[float]], metric: str,
@@ -136,6 +183,9 @@ def write_report(path: str, data: ReportData) -> str:
                 out += ["", f"{names[0]} - {names[1]}: {va - vb:+.2f} {data.metric}."]
     else:
         out.append("No evaluation results (the evaluate stage did not run).")
+    out.append("")
+
+    out += ["## Searched vs controls", ""] + comparison_section(data.comparison, data.metric)
     out.append("")
 
     out += ["## Searched architecture", ""]

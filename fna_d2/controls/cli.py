@@ -21,6 +21,7 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from detectron2.config import CfgNode
 from detectron2.modeling import build_backbone
 
 from .. import modeling  # noqa: F401  (registers the FNA backbones)
@@ -31,7 +32,7 @@ from ..errors import ArchError, FNAError
 from ..utils import write_json
 from .matched import SHRINK_MODES, Matched, backbone_gmadds, sample_matched, shrink_seed
 
-__all__ = ["main", "space_of_config"]
+__all__ = ["main", "space_of_config", "space_of_cfg", "write_controls"]
 
 _SPACES = {"detection": detection_space, "segmentation": segmentation_space,
            "ssdlite": lambda seed: ssdlite_space(detection_space(seed))}
@@ -42,7 +43,15 @@ def space_of_config(config_file: str, opts: Sequence[str] = ()
                     ) -> Tuple[SearchSpace, Tuple[int, int], Optional[int], str]:
     """(search space, cost input size, output stride, seed name) of a search config: the space
     is read off the super network the config builds (no weights loaded)."""
-    cfg = get_fna_cfg(config_file, [o for o in opts if o != "--"])
+    return space_of_cfg(get_fna_cfg(config_file, [o for o in opts if o != "--"]), config_file)
+
+
+def space_of_cfg(search_cfg: CfgNode, where: str = "the search config"
+                 ) -> Tuple[SearchSpace, Tuple[int, int], Optional[int], str]:
+    """:func:`space_of_config` of a config already built (not changed: a copy builds the super
+    network); ``where`` names it in errors."""
+    cfg = search_cfg.clone()
+    cfg.defrost()
     cfg.MODEL.FNA.NETWORK = "super"
     cfg.MODEL.FNA.SEED_WEIGHTS = ""
     cfg.MODEL.WEIGHTS = ""
@@ -51,7 +60,7 @@ def space_of_config(config_file: str, opts: Sequence[str] = ()
     space = next((getattr(m, "space") for m in backbone.modules()
                   if isinstance(getattr(m, "space", None), SearchSpace)), None)
     if space is None:
-        raise ArchError(f"{config_file}: the backbone {cfg.MODEL.BACKBONE.NAME} has no search "
+        raise ArchError(f"{where}: the backbone {cfg.MODEL.BACKBONE.NAME} has no search "
                         f"space (is this a search config?)")
     size = tuple(int(v) for v in cfg.MODEL.FNA.SEARCH.COST_INPUT_SIZE)
     return space, size, int(cfg.MODEL.FNA.OUTPUT_STRIDE), cfg.MODEL.FNA.SEED
@@ -113,14 +122,18 @@ def _target(a, space: SearchSpace, size, os_, seed: str) -> float:
     return backbone_gmadds(arch, size, os_)
 
 
-def _write(results: List[Matched], out: str, names: List[str], context: dict) -> None:
+def write_controls(results: List[Matched], out: str, names: List[str], context: dict) -> str:
+    """``out/<name>.json`` per architecture and ``out/controls.json`` (``context`` plus one row
+    per architecture: its file, cost, error against the target, how it was made); returns the
+    path of ``controls.json``."""
     os.makedirs(out, exist_ok=True)
     rows = []
     for m, name in zip(results, names):
         path = save_arch(m.arch, os.path.join(out, f"{name}.json"))
         rows.append({"name": name, "arch_file": os.path.basename(path), "gmadds": m.gmadds,
                      "rel_error": m.rel_error, "method": m.method, **m.info})
-    write_json(os.path.join(out, "controls.json"), dict(context, architectures=rows), indent=1)
+    return write_json(os.path.join(out, "controls.json"), dict(context, architectures=rows),
+                      indent=1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -146,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ops = " | ".join(" ".join(st.ops) for st in m.arch.stages[1:])
         print(f"  {name:<28}{m.gmadds:>9.4f} GMAdds ({m.rel_error:+.1%}, {m.method})  {ops}")
     if a.output:
-        _write(results, a.output, names, {"command": a.command, "search_space": space.name,
+        write_controls(results, a.output, names, {"command": a.command, "search_space": space.name,
                                           "input_size": list(size), "output_stride": os_,
                                           "seed": seed, "target_gmadds": target})
         print(f"wrote {len(results)} arch files and controls.json to {a.output}")

@@ -1,4 +1,5 @@
-"""The FNA pipeline in one command: search -> derive -> adapt -> baseline -> evaluate -> report.
+"""The FNA pipeline in one command: search -> derive -> adapt -> baseline [-> controls] ->
+evaluate -> report.
 
 ::
 
@@ -10,13 +11,15 @@ The pipeline config names the stage configs (``FNA_PIPELINE.SEARCH_CONFIG``, ``A
 ``OUTPUT_DIR``. See ``docs/pipeline.md``.
 
 Modules: :mod:`.core` (:class:`Pipeline`: configs, stage states, the run), :mod:`.stages` (the
-stage table), :mod:`.manifest` (``stage.json``, keys), :mod:`.overrides` (``KEY VALUE``
+stage table), :mod:`.controls` (the optional control stages, ``FNA_PIPELINE.CONTROLS``),
+:mod:`.manifest` (``stage.json``, keys), :mod:`.overrides` (``KEY VALUE``
 splitting), :mod:`.workers` (train/eval processes through detectron2's ``launch``),
 :mod:`.results` (evaluation results), :mod:`.report_data` and :mod:`.measure` (what the report
 shows), :mod:`.cli` (the command line).
 """
 from ..errors import PipelineError
 from .cli import main, parse_args
+from .controls import CONTROL_KINDS, stage_table
 from .core import Pipeline
 from .manifest import MANIFEST
 from .overrides import split_opts
@@ -26,4 +29,4 @@ from .workers import eval_worker, train_worker
 
 __all__ = ["Pipeline", "PipelineError", "StageSpec", "STAGES", "STAGE_TABLE", "TRAINED",
            "MANIFEST", "main", "parse_args", "split_opts", "pick_metric", "check_adapt_arch",
-           "train_worker", "eval_worker"]
+           "train_worker", "eval_worker", "CONTROL_KINDS", "stage_table"]

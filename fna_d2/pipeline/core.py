@@ -1,6 +1,8 @@
 """:class:`Pipeline`: one pipeline config's stage configs, the state of each stage (done /
-stale / partial / new / blocked, from its manifest and key) and the run of the stages of
-:data:`~fna_d2.pipeline.stages.STAGE_TABLE` in order, skipping those that are up to date.
+stale / partial / new / blocked, from its manifest and key) and the run of its stages
+(:func:`~fna_d2.pipeline.controls.stage_table`: :data:`~fna_d2.pipeline.stages.STAGE_TABLE`
+plus the control stages ``FNA_PIPELINE.CONTROLS`` asks for) in order, skipping those that are
+up to date.
 
 Every stage writes ``OUTPUT_DIR/<stage>/stage.json``: a key (SHA-256 of the stage's config and
 of its input files), the hashes of its outputs, its status and wall time. A stage whose
@@ -29,10 +31,11 @@ from ..errors import ConfigError, OutputDirLockedError, PipelineError
 from ..modeling import check_macro_structure
 from ..arch import seed_arch
 from ..user_imports import import_user_modules, normalize_import_specs
-from ..utils import OutputDirLock, lock_holder
+from ..utils import OutputDirLock, lock_holder, read_json
 from . import manifest as mf
 from .overrides import split_opts
-from .stages import STAGE_BY_NAME, STAGE_TABLE, TRAINED, StageSpec, TrainStage
+from .controls import control_settings, stage_table
+from .stages import PipelineStage, StageSpec, TrainStage
 from .workers import launch_worker
 
 __all__ = ["Pipeline"]
@@ -60,10 +63,18 @@ class Pipeline:
         self.dist_url = dist_url
         self.threads = int(threads)
         base = os.path.dirname(self.config_file)
+        #: FNA_PIPELINE.CONTROL* (checked) and the control architectures' names
+        self.controls = control_settings(self.pcfg, self.config_file)
+        self.control_names: List[str] = self.controls.names
+        #: this pipeline's stages, in order, and by name
+        self.table: Tuple[PipelineStage, ...] = stage_table(self.control_names)
+        self.by_name: Dict[str, PipelineStage] = {s.name: s for s in self.table}
         #: trained stage -> its config file (None: an optional stage left out)
         self.config_files: Dict[str, Optional[str]] = {}
-        for stage in STAGE_TABLE:
-            if isinstance(stage, TrainStage):
+        for stage in self.table:
+            if isinstance(stage, TrainStage) and stage.config_stage != stage.name:
+                self.config_files[stage.name] = self.config_files[stage.config_stage]
+            elif isinstance(stage, TrainStage):
                 key = f"{stage.name.upper()}_CONFIG"
                 path = self.pcfg.FNA_PIPELINE[key]
                 self.config_files[stage.name] = (
@@ -90,28 +101,45 @@ class Pipeline:
         return os.path.join(self.stage_dir("derive"), "arch.json")
 
     @property
+    def controls_record_path(self) -> str:
+        return os.path.join(self.stage_dir("controls"), "controls.json")
+
+    def control_record(self, name: str) -> Dict[str, Any]:
+        """Control ``name``'s row of ``controls/controls.json`` (its arch file, backbone GMAdds,
+        error against the derived net's, how it was made); empty when there is none."""
+        data = read_json(self.controls_record_path) or {}
+        return next((r for r in data.get("architectures") or [] if r.get("name") == name), {})
+
+    @property
     def searched_arch_path(self) -> str:
         return os.path.join(self.stage_dir("search"), "searched_arch.json")
 
     def stage_cfg(self, stage: str) -> CfgNode:
-        """The frozen config of a trained stage (search, adapt, baseline)."""
+        """The frozen config of a trained stage (search, adapt, baseline, control_*: the adapt
+        config with its ``adapt:`` overrides)."""
         if stage not in self._cfgs:
             path = self.config_files.get(stage)
             if path is None:
                 raise PipelineError(f"stage {stage!r} has no config")
-            cfg = get_fna_cfg(path, self.common_opts + self.stage_opts.get(stage, []))
-            STAGE_BY_NAME[stage].configure(self, cfg, path)
+            spec = self.by_name[stage]
+            cfg = get_fna_cfg(path, self.common_opts
+                              + self.stage_opts.get(getattr(spec, "config_stage", stage), []))
+            spec.configure(self, cfg, path)
             cfg.freeze()
             self._cfgs[stage] = cfg
         return self._cfgs[stage]
 
     def stages(self) -> List[str]:
         """The stages of this pipeline, in order (baseline only with a baseline config)."""
-        return [s.name for s in STAGE_TABLE if s.enabled(self)]
+        return [s.name for s in self.table if s.enabled(self)]
+
+    def trained_stages(self) -> List[str]:
+        """The training stages of this pipeline, in order."""
+        return [s for s in self.stages() if self.by_name[s].trained]
 
     def eval_targets(self) -> List[str]:
-        """The trained networks the evaluate stage evaluates."""
-        return [s for s in ("adapt", "baseline") if s in self.stages()]
+        """The trained networks the evaluate stage evaluates (all but the search)."""
+        return [s for s in self.trained_stages() if s != "search"]
 
     def launch(self, fn: Callable, *args: Any) -> None:
         """``fn(*args)`` in ``num_gpus`` processes (detectron2's ``launch``), each importing
@@ -120,10 +148,10 @@ class Pipeline:
 
     # -- stage state
     def spec(self, stage: str) -> StageSpec:
-        if stage not in STAGE_BY_NAME:
+        if stage not in self.by_name:
             raise PipelineError(f"unknown stage {stage!r}; stages: "
-                                f"{', '.join(STAGE_BY_NAME)}")
-        return STAGE_BY_NAME[stage].spec(self)
+                                f"{', '.join(self.by_name)}")
+        return self.by_name[stage].spec(self)
 
     def key(self, spec: StageSpec) -> Tuple[str, Dict[str, str]]:
         """(stage key, input hashes); raises if an input is missing."""
@@ -178,10 +206,11 @@ class Pipeline:
     def status_table(self) -> str:
         """One line per stage: name, state, wall time, reason."""
         rows = []
+        width = max(9, *(len(s) for s in self.stages()))
         for s in self.stages():
             st, reason = self.status(s)
             wt = (self.manifest(s) or {}).get("wall_time_s")
-            rows.append(f"{s:<9} {st:<8} {'' if wt is None else f'{wt:8.1f} s'}  {reason}")
+            rows.append(f"{s:<{width}} {st:<8} {'' if wt is None else f'{wt:8.1f} s'}  {reason}")
         return "\n".join(rows)
 
     # -- running
@@ -193,7 +222,7 @@ class Pipeline:
         if not self._lock.try_acquire():
             raise OutputDirLockedError(self._lock.refusal("another run"))
         try:
-            for s in STAGE_BY_NAME:  # e.g. a train_net.py run into one stage's folder
+            for s in self.by_name:  # e.g. a train_net.py run into one stage's folder
                 holder = lock_holder(self.stage_dir(s))
                 if holder is not None:
                     raise OutputDirLockedError(f"{self.stage_dir(s)} (stage {s!r}) is in use by "
@@ -227,9 +256,8 @@ class Pipeline:
 
     def validate_configs(self) -> None:
         """Build every stage config (and check arch compatibility) before anything trains."""
-        for s in TRAINED:
-            if s in self.stages():
-                self.stage_cfg(s)
+        for s in self.trained_stages():
+            self.stage_cfg(s)
         scfg, acfg = self.stage_cfg("search"), self.stage_cfg("adapt")
         if scfg.MODEL.FNA.SEED != acfg.MODEL.FNA.SEED:
             raise ConfigError(f"MODEL.FNA.SEED differs between the search config "

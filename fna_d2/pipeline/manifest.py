@@ -27,6 +27,9 @@ __all__ = ["MANIFEST", "config_digest", "read_manifest", "write_manifest", "writ
            "finish_manifest", "end_run", "move_away"]
 
 MANIFEST = "stage.json"
+#: ``FNA_PIPELINE`` keys no stage config reads, left out of its digest: a stage's key does not
+#: depend on them (and did not change when they were added)
+PIPELINE_ONLY_KEYS = ("CONTROLS", "CONTROL_RANDOM_N", "CONTROL_TOLERANCE", "CONTROL_RNG_SEED")
 _TIME = "%Y-%m-%d %H:%M:%S"
 
 
@@ -37,10 +40,13 @@ def write_stage_json(path: str, obj: Any) -> str:
 
 def config_digest(cfg: CfgNode, root: str) -> str:
     """Hash of a stage config, independent of where the pipeline's output lives: ``OUTPUT_DIR``
-    blanked, ``MODEL.FNA.ARCH`` / ``MODEL.WEIGHTS`` inside ``root`` made relative to it."""
+    blanked, :data:`PIPELINE_ONLY_KEYS` left out, ``MODEL.FNA.ARCH`` / ``MODEL.WEIGHTS`` inside
+    ``root`` made relative to it."""
     c = cfg.clone()
     c.defrost()
     c.OUTPUT_DIR = ""
+    for k in PIPELINE_ONLY_KEYS:  # read by the pipeline config alone
+        c.FNA_PIPELINE.pop(k, None)
     if c.MODEL.FNA.ARCH and os.path.abspath(c.MODEL.FNA.ARCH).startswith(root + os.sep):
         c.MODEL.FNA.ARCH = os.path.relpath(os.path.abspath(c.MODEL.FNA.ARCH), root)
     if c.MODEL.WEIGHTS and os.path.abspath(c.MODEL.WEIGHTS).startswith(root + os.sep):

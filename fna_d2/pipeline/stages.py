@@ -8,10 +8,13 @@ must write, the digest of its parameters (part of its key) and how it runs.
 | derive | ``search/searched_arch.json`` | ``derive/arch.json``, ``derive/arch_authors.txt`` |
 | adapt | adapt config, seed weights, ``derive/arch.json`` | ``adapt/model_final.pth`` |
 | baseline | baseline config, seed weights | ``baseline/model_final.pth`` |
-| evaluate | ``adapt/`` and ``baseline/model_final.pth`` | ``evaluate/results.json`` |
+| controls, control_* | ``derive/arch.json``, adapt config | see :mod:`.controls` |
+| evaluate | ``adapt/``, ``baseline/``, ``control_*/model_final.pth`` | ``evaluate/results.json`` |
 | report | searched / derived arch, ``evaluate/results.json`` | ``report.md``, ``report/*.png`` |
 
-The stages run on a :class:`~fna_d2.pipeline.core.Pipeline` through its public methods
+The table is :func:`.controls.stage_table` of the pipeline's controls (``FNA_PIPELINE.CONTROLS``);
+:data:`STAGE_TABLE` is the one without controls. The stages run on a
+:class:`~fna_d2.pipeline.core.Pipeline` through its public methods
 (configs, folders, manifests, ``launch``).
 """
 from __future__ import annotations
@@ -90,13 +93,16 @@ class PipelineStage:
 
 # ----------------------------------------------------------------------------- training stages
 class TrainStage(PipelineStage):
-    """A stage that trains with its own config, through :func:`.workers.train_worker`."""
+    """A stage that trains with its own config, through :func:`.workers.train_worker`
+    (``config_stage``: the trained stage whose config file and ``STAGE:KEY`` overrides it
+    uses, itself by default)."""
 
     trained = True
 
-    def __init__(self, name: str, optional: bool = False):
+    def __init__(self, name: str, optional: bool = False, config_stage: str = ""):
         self.name = name
         self.optional = optional     # the pipeline config may leave its config empty
+        self.config_stage = config_stage or name
 
     def enabled(self, pipe: Pipeline) -> bool:
         return pipe.config_files.get(self.name) is not None
@@ -129,7 +135,7 @@ class TrainStage(PipelineStage):
         cfg = pipe.stage_cfg(self.name)
         write_text(os.path.join(spec.dir, "config.yaml"), cfg.dump())
         pipe.launch(train_worker, cfg, os.path.join(spec.dir, "train_eval.json"), pipe.threads,
-                    pipe.config_files[self.name])
+                    pipe.config_files[self.name])  # the config_stage's file (core)
         return {"config_file": pipe.config_files[self.name]}
 
 
@@ -146,32 +152,39 @@ class SearchStage(TrainStage):
         return super().outputs(pipe) + [pipe.searched_arch_path]
 
 
-def check_adapt_arch(cfg: CfgNode) -> None:
+def check_adapt_arch(cfg: CfgNode, stage: str = "adapt") -> None:
     """Refuse an arch the seed cannot be remapped into (:class:`PipelineError`), before any
     training: ``cfg.MODEL.FNA.ARCH`` against the seed ``cfg.MODEL.FNA.SEED``."""
+    what = "searched" if stage == "adapt" else "control"
     try:
         check_macro_structure(load_arch(cfg.MODEL.FNA.ARCH), seed_arch(cfg.MODEL.FNA.SEED),
                               cfg.MODEL.FNA.ARCH)
     except ArchError as e:
-        raise PipelineError(f"stage 'adapt': the searched architecture is incompatible "
+        raise PipelineError(f"stage {stage!r}: the {what} architecture is incompatible "
                             f"with the seed, refusing to train: {e}") from None
 
 
 class AdaptStage(TrainStage):
-    """Parameter adaptation: the derived network, remapped from the seed, trained."""
+    """Parameter adaptation: an architecture (the derived one; subclasses name another with
+    :meth:`arch_input`), remapped from the seed, trained with the adapt config."""
+
+    def arch_input(self, pipe: Pipeline) -> Tuple[str, str]:
+        """(the arch file trained, the stage that writes it)."""
+        return pipe.derived_arch_path, "derive"
 
     def configure(self, pipe: Pipeline, cfg: CfgNode, path: str) -> None:
         super().configure(pipe, cfg, path)
         cfg.MODEL.FNA.NETWORK = "derived"
-        cfg.MODEL.FNA.ARCH = pipe.derived_arch_path
+        cfg.MODEL.FNA.ARCH = self.arch_input(pipe)[0]
 
     def inputs(self, pipe: Pipeline) -> Dict[str, str]:
         inputs = super().inputs(pipe)
-        inputs[pipe.derived_arch_path] = "derive"
+        path, producer = self.arch_input(pipe)
+        inputs[path] = producer
         return inputs
 
     def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
-        check_adapt_arch(pipe.stage_cfg(self.name))
+        check_adapt_arch(pipe.stage_cfg(self.name), self.name)
         return super().run(pipe, spec, resume)
 
 
@@ -210,7 +223,7 @@ class DeriveStage(PipelineStage):
 
 
 class EvaluateStage(PipelineStage):
-    """COCO AP or mIoU of the adapted net and the baseline on ``DATASETS.TEST``."""
+    """COCO AP or mIoU of the adapted net, the baseline and the controls on ``DATASETS.TEST``."""
 
     name = "evaluate"
 
@@ -268,14 +281,17 @@ class ReportStage(PipelineStage):
     name = "report"
 
     def inputs(self, pipe: Pipeline) -> Dict[str, str]:
-        return {pipe.searched_arch_path: "search", pipe.derived_arch_path: "derive",
-                os.path.join(pipe.stage_dir("evaluate"), "results.json"): "evaluate"}
+        inputs = {pipe.searched_arch_path: "search", pipe.derived_arch_path: "derive",
+                  os.path.join(pipe.stage_dir("evaluate"), "results.json"): "evaluate"}
+        if pipe.control_names:  # the controls' arch files and costs (stage controls)
+            inputs[pipe.controls_record_path] = "controls"
+        return inputs
 
     def outputs(self, pipe: Pipeline) -> List[str]:
         return [os.path.join(pipe.root, "report.md")]
 
     def digest(self, pipe: Pipeline) -> str:
-        return text_sha256("report v1")
+        return text_sha256("report v2")  # v2: the searched-vs-controls section
 
     def run(self, pipe: Pipeline, spec: StageSpec, resume: bool) -> Dict[str, Any]:
         path = write_report_files(spec.outputs[0], gather_report_data(pipe), spec.dir)
