@@ -33,8 +33,9 @@ __all__ = ["BACKEND", "BACKENDS", "quantize_model", "quantized_parts", "slow_int
 
 logger = logging.getLogger(__name__)
 
-#: torch's quantized engine and qconfig mapping by default: fbgemm (measured 3.7x faster than
-#: "x86" on these MobileNetV2 backbones on the benchmark machine, same accuracy class)
+#: torch's quantized engine and qconfig mapping by default: fbgemm ("x86" within noise of it
+#: on the nuclei backbone once the dilated depthwise convs stay float, 21.7 vs 22.5 ms on the
+#: loaded benchmark VM; qnnpack, ARM's, 42 ms: docs/quantization.md)
 BACKEND = "fbgemm"
 #: the last layers left in float (the 1x1 classifier / the class and box predictors): the
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
