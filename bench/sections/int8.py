@@ -25,7 +25,8 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
     s, ld = r["settings"], r.get("load", {})
     out += [f"`python -m fna_d2.quant` on the demos' adapted (searched) models: torch.ao FX "
             f"graph mode, `{s['backend']}` engine, per-channel int8 weights, backbone and head "
-            "quantized (the backbone's stem conv, the head's last predictors, `torch.cat`, "
+            "quantized (the backbone's stem conv, the head's last predictors, the depthwise convs "
+            "without a fast int8 kernel, "
             "pre-processing, anchors, NMS and upsampling in float), calibrated on up to "
             f"{s['calib_images']} training images through the test-time mapper; metric on the "
             f"demo's test set with detectron2's evaluator. Latency: the whole model (image in, "
