@@ -8,6 +8,7 @@ demo whose ``adapt/model_final.pth`` is missing is recorded as not run. Writes
 ``bench/results/int8.json`` (not part of ``bench/run_all.py``: it needs the trained demos).
 
     python bench/bench_int8.py [--demos nuclei,trees] [--threads 1] [--calib-images 64]
+        [--weights trees=output/demo_trees/adapt/model_0000299.pth]
 """
 from __future__ import annotations
 
@@ -48,7 +49,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--backend", default=BACKEND)
+    ap.add_argument("--weights", action="append", default=[], metavar="DEMO=FILE",
+                    help="a demo's weights other than its run's model_final.pth (e.g. an "
+                    "intermediate checkpoint of the same run); recorded in the json")
     args = ap.parse_args()
+    chosen = dict(w.split("=", 1) for w in args.weights)
+    unknown = sorted(set(chosen) - set(DEMOS))
+    if unknown:
+        ap.error(f"--weights {unknown[0]}=...: no such demo (use one of {', '.join(DEMOS)})")
     torch.set_num_threads(args.threads)
     C.quiet_logs()
     t0 = time.time()
@@ -56,7 +64,7 @@ def main() -> int:
     figures, notes = {}, []
     for demo in args.demos.split(","):
         run = os.path.join(C.REPO, DEMOS[demo], "adapt")
-        weights = os.path.join(run, "model_final.pth")
+        weights = os.path.join(C.REPO, chosen.get(demo, os.path.join(run, "model_final.pth")))
         if not os.path.isfile(weights):
             notes.append(f"{demo}: not run ({os.path.relpath(weights, C.REPO)} missing: train "
                          "the demo first)")
@@ -73,7 +81,9 @@ def main() -> int:
         figures[demo] = info
     doc = {"machine": C.machine_info(args.threads), "wall_time_s": time.time() - t0,
            "settings": {"threads": args.threads, "calib_images": args.calib_images,
-                        "backend": args.backend, "demos": args.demos},
+                        "backend": args.backend, "demos": args.demos,
+                        "weights": {d: os.path.relpath(os.path.join(C.REPO, w), C.REPO)
+                                    for d, w in chosen.items()}},
            "load": {"start": load_start, "end": [round(v, 2) for v in os.getloadavg()]},
            "figures": figures, "notes": notes}
     doc["checks"] = checks(doc)

@@ -17,7 +17,7 @@ from torch.ao.nn import quantized as nnq
 
 from fna_d2.config import get_fna_cfg
 from fna_d2.export import load_trained_model
-from fna_d2.quant import (QuantizationError, calibration_batches, quantize_model,
+from fna_d2.quant import (BACKEND, QuantizationError, calibration_batches, quantize_model,
                           quantized_parts, sqnr_db)
 
 from _shared import randomise_bn
@@ -75,8 +75,12 @@ def test_int8_model_holds_quantized_convs_and_stays_close_to_float(trained, kind
     for part in quantized_parts(model):
         n_q = sum(isinstance(m, nnq.Conv2d) for m in getattr(qmodel, part).modules())
         n_f = sum(type(m) is nn.Conv2d for m in getattr(qmodel, part).modules())
-        # all of the backbone but its stem conv; the head but its last predictor(s)
-        assert n_q > 0 and (n_f == 1 if part == "backbone" else n_f < n_q), (part, n_q, n_f)
+        n_slow = sum(_slow(m, BACKEND) for m in getattr(model, part).modules()
+                     if isinstance(m, nn.Conv2d))
+        # all of the backbone but its stem conv and the convs without a fast int8 kernel;
+        # the head but its last predictor(s)
+        assert n_q > 0 and (n_f == 1 + n_slow if part == "backbone" else n_f < n_q), (
+            part, n_q, n_f, n_slow)
     # the float model is left as it was
     assert not any(isinstance(m, nnq.Conv2d) for m in model.modules())
     x = _backbone_input(model, calib[1])
@@ -98,6 +102,45 @@ def test_int8_model_holds_quantized_convs_and_stays_close_to_float(trained, kind
                            torch.cat([t.flatten() for t in qb])) > 15
             out = qmodel(calib[1])[0]["instances"]
             assert out.pred_boxes.tensor.shape[1] == 4
+
+
+def _slow(conv, backend):
+    """A conv the backend has no fast int8 kernel for (docs/quantization.md): depthwise and
+    dilated under fbgemm / x86, depthwise 7x7 under qnnpack."""
+    dw = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    return dw and (max(conv.kernel_size) > 5 if backend == "qnnpack" else max(conv.dilation) > 1)
+
+
+@pytest.mark.parametrize("backend", ["fbgemm", "qnnpack"])
+def test_convs_without_a_fast_int8_kernel_stay_float(backend):
+    """fbgemm's depthwise kernels take no dilation and qnnpack's no 7x7 (28-200x and 4-24x
+    slower than float on the benchmark VM): those convs stay float (BN folded), all others
+    int8. The searched COCO arch has 7x7 depthwise convs, DeepLabv3 dilates the last stages
+    and its ASPP."""
+    cfg = get_fna_cfg(MODELS["seg"][0], ["MODEL.FNA.ARCH", MODELS["det"][1][1],
+                                          "MODEL.FNA.SEED_WEIGHTS", ""])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    randomise_bn(model)
+    qmodel = quantize_model(model, calibration_batches(cfg, 2), backend)
+    n_slow = 0
+    for part in quantized_parts(model):
+        slow = [n for n, m in getattr(model, part).named_modules()
+                if isinstance(m, nn.Conv2d) and _slow(m, backend)]
+        qmods = dict(getattr(qmodel, part).graph.named_modules())
+        quantized = [m for m in qmods.values() if isinstance(m, nnq.Conv2d)]
+        assert quantized and not any(_slow(m, backend) for m in quantized), part
+        for n in slow:
+            # a detectron2 Conv2d (the ASPP's) is traced as Sequential(conv, norm, act), its
+            # float conv then fused with the ReLU (BN folded)
+            kept = qmods.get(f"{n}.0", qmods.get(n))
+            assert not isinstance(kept, nnq.Conv2d) and any(
+                type(m) is nn.Conv2d for m in kept.modules()), (part, n, kept)
+        n_slow += len(slow)
+    assert n_slow > 0
+    with torch.no_grad():
+        batch = calibration_batches(cfg, 1)[0]
+        assert sqnr_db(model(batch)[0]["sem_seg"], qmodel(batch)[0]["sem_seg"]) > 15
 
 
 def test_cli_writes_a_loadable_int8_torchscript_and_its_json(trained, tmp_path):

@@ -25,7 +25,8 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
     s, ld = r["settings"], r.get("load", {})
     out += [f"`python -m fna_d2.quant` on the demos' adapted (searched) models: torch.ao FX "
             f"graph mode, `{s['backend']}` engine, per-channel int8 weights, backbone and head "
-            "quantized (the backbone's stem conv, the head's last predictors, `torch.cat`, "
+            "quantized (the backbone's stem conv, the head's last predictors, the depthwise convs "
+            "without a fast int8 kernel, "
             "pre-processing, anchors, NMS and upsampling in float), calibrated on up to "
             f"{s['calib_images']} training images through the test-time mapper; metric on the "
             f"demo's test set with detectron2's evaluator. Latency: the whole model (image in, "
@@ -45,9 +46,17 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
                    f"{f.get('file_mb', 0):.1f} |")
     out.append("")
     out += [f"- {n}" for n in r.get("notes", [])]
-    out += ["- int8 is slower than float here: at these small test sizes the int8 graph's "
-            "per-op overheads (quantize / dequantize at each float island, requantization) "
-            "outweigh the cheaper convolutions on this CPU; measure on the target device. "
-            "With the stem conv also int8 the nuclei model lost 1.58 mIoU (74.53) in an "
+    slower = [d for d, f in r["figures"].items() if f["latency"]["speedup"] < 1]
+    out += [f"- int8 is slower than float for {', '.join(slower)} here: per-op overheads "
+            "outweigh the cheaper convolutions on this CPU; measure on the target device."
+            for _ in slower[:1]]
+    out += ["- The depthwise convs the backend has no fast int8 kernel for "
+            "(dilated ones under fbgemm / x86) stay in float: in int8 they ran 28-200x slower "
+            "than float and made the nuclei model 3.5x slower than float before "
+            "(`docs/quantization.md`, \"Where int8 loses\").",
+            "- With the stem conv also int8 the nuclei model lost 1.58 mIoU (74.53) in an "
             "earlier run of this benchmark, which is why it stays in float."]
+    weights = s.get("weights") or {}
+    out += [f"- {d}: weights {w} (given with `--weights`), not the run's model_final.pth."
+            for d, w in weights.items()]
     return out + [""]

@@ -28,13 +28,14 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from ..errors import QuantizationError
 
-__all__ = ["BACKEND", "BACKENDS", "quantize_model", "quantized_parts",
+__all__ = ["BACKEND", "BACKENDS", "quantize_model", "quantized_parts", "slow_int8_convs",
            "QuantizedBackbone"]
 
 logger = logging.getLogger(__name__)
 
-#: torch's quantized engine and qconfig mapping by default: fbgemm (measured 3.7x faster than
-#: "x86" on these MobileNetV2 backbones on the benchmark machine, same accuracy class)
+#: torch's quantized engine and qconfig mapping by default: fbgemm ("x86" within noise of it
+#: on the nuclei backbone once the dilated depthwise convs stay float, 21.7 vs 22.5 ms on the
+#: loaded benchmark VM; qnnpack, ARM's, 42 ms: docs/quantization.md)
 BACKEND = "fbgemm"
 #: the last layers left in float (the 1x1 classifier / the class and box predictors): the
 #: outputs the metric reads, cheap, and the most sensitive to int8 rounding
@@ -46,6 +47,33 @@ DET_FLOAT = tuple(f"levels.{i}.{name}" for i in range(8) for name in ("cls_score
 BACKBONE_FLOAT = "stem"
 #: the engines ``backend=`` accepts (torch's server and mobile int8 kernels)
 BACKENDS = ("fbgemm", "x86", "qnnpack")
+
+
+def _slow_in_int8(conv: nn.Conv2d, backend: str) -> bool:
+    """Whether ``backend`` has no fast int8 kernel for ``conv``, which then stays in float.
+    Measured on the benchmark VM, 1 thread (``docs/quantization.md``, "Where int8 loses"):
+    fbgemm's (and x86's) depthwise fast path takes dilation 1 only, a dilated depthwise conv
+    (the output-stride-16 stages, the ASPP) falls back to a generic path 28-200x slower than
+    float; qnnpack has depthwise kernels for 3x3 and 5x5 only, a 7x7 one was 4-24x slower."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    if not depthwise:
+        return False
+    if backend == "qnnpack":
+        return max(conv.kernel_size) > 5
+    return max(conv.dilation) > 1
+
+
+def slow_int8_convs(part: nn.Module, backend: str) -> List[str]:
+    """The modules of ``part`` kept in float for ``backend`` (:func:`_slow_in_int8`): each
+    such conv's block (its conv + norm + activation, when the conv is the block's first
+    child), so the float island is the whole block, entered and left once."""
+    names = []
+    for name, mod in part.named_modules():
+        if isinstance(mod, nn.Conv2d) and _slow_in_int8(mod, backend):
+            parent, _, leaf = name.rpartition(".")
+            first = next(iter(part.get_submodule(parent).named_children()))[0] if parent else None
+            names.append(parent if parent and first == leaf else name)
+    return names
 
 
 class QuantizedBackbone(Backbone):
@@ -261,15 +289,18 @@ def quantize_model(model: nn.Module, calibration: Iterable[List[Dict[str, Any]]]
     x, feats = seen["x"], seen["f"]
     float_backbone = backbone
     stems = [n for n, _ in backbone.named_modules() if n.split(".")[-1] == BACKBONE_FLOAT]
-    pb = _prepare(backbone, x, "the backbone", backend, stems)
+    pb = _prepare(backbone, x, "the backbone", backend,
+                  stems + slow_int8_convs(backbone, backend))
     if head_name == "sem_seg_head":
         layers = _SegLayers(head)
-        ph = _prepare(layers, feats, "the segmentation head", backend, SEG_FLOAT)
+        ph = _prepare(layers, feats, "the segmentation head", backend,
+                      SEG_FLOAT + tuple(slow_int8_convs(layers, backend)))
     else:
         names = list(getattr(qmodel, "head_in_features", None) or feats)
         flist = [feats[f] for f in names]
-        ph = _prepare(_ListHead(head, len(flist)), {f"p{i}": t for i, t in enumerate(flist)},
-                      "the detection head", backend, DET_FLOAT)
+        lhead = _ListHead(head, len(flist))
+        ph = _prepare(lhead, {f"p{i}": t for i, t in enumerate(flist)}, "the detection head",
+                      backend, DET_FLOAT + tuple(slow_int8_convs(lhead, backend)))
     # calibrate: the prepared parts in place, the whole model run on each batch
     qmodel.backbone = _Observed(pb, float_backbone)
     if head_name == "sem_seg_head":
