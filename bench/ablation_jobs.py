@@ -141,6 +141,16 @@ class Runner:
                  label: str = "remap_ablation") -> None:
         self.root, self.workers, self.threads, self.label = root, workers, threads, label
 
+    def run_record(self, spec: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
+        """:meth:`run_one`, as a benchmark record: without the curves, with ``extra`` and the
+        machine, load, date and commit it ran on."""
+        res = self.run_one(spec)
+        res.pop("curves", None)
+        m = C.machine_info(self.threads)
+        res.update(extra, machine=m["cpu"], load_average=m["load_average"], date=m["date"],
+                   git=m["git"])
+        return res
+
     def run_one(self, spec: Dict[str, Any]) -> Dict[str, Any]:
         """Run one job in its own process; its result (RuntimeError with the log's tail if it
         failed)."""

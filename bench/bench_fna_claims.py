@@ -97,11 +97,7 @@ class Bench:
         return os.path.exists(self.record_path(rid))
 
     def _run(self, rid: str, spec: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-        res = self.runner.run_one(dict(spec, id=rid))
-        res.pop("curves", None)
-        m = C.machine_info(self.a.threads)
-        res.update(extra, machine=m["cpu"], load_average=m["load_average"], date=m["date"],
-                   git=m["git"])
+        res = self.runner.run_record(dict(spec, id=rid), extra)
         write_json(self.record_path(rid), C.clean_json(res), indent=1)
         return res
 

@@ -115,14 +115,6 @@ class Bench:
     def path(self, rid: str) -> str:
         return os.path.join(self.rec, f"{rid}.json")
 
-    def _run(self, rid: str, spec: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
-        res = self.runner.run_one(dict(spec, id=rid))
-        res.pop("curves", None)
-        m = C.machine_info(self.a.threads)
-        res.update(extra, machine=m["cpu"], load_average=m["load_average"], date=m["date"],
-                   git=m["git"])
-        return res
-
     def search(self, setting: str, seed: int) -> str:
         rid = f"search_{setting}_s{seed}"
         arch = os.path.join(self.rec, "archs", f"{rid}.json")
@@ -130,8 +122,9 @@ class Bench:
             out = os.path.join(self.scratch, rid)
             opts = (job_opts(DEMO, self.a.quick, out, seed)
                     + ["MODEL.FNA.SEARCH.SEED", seed] + SETTINGS[setting])
-            res = self._run(rid, {"kind": "search", "config": self.spec["search"],
-                                  "opts": opts}, {"setting": setting, "search_seed": seed})
+            res = self.runner.run_record(
+                {"id": rid, "kind": "search", "config": self.spec["search"], "opts": opts},
+                {"setting": setting, "search_seed": seed})
             res.update(search_stats(out))
             save_arch(load_arch(res["arch_path"]).skips_to_end(), arch)
             write_json(self.path(rid), C.clean_json(res), indent=1)
@@ -142,11 +135,10 @@ class Bench:
         if os.path.exists(self.path(rid)):
             return
         out = os.path.join(self.scratch, rid)
-        res = self._run(rid, {"kind": "train", "config": self.spec["adapt"],
-                              "opts": job_opts(DEMO, self.a.quick, out, seed)
-                              + ["MODEL.FNA.ARCH", arch]},
-                        {"setting": setting, "train_seed": seed,
-                         "arch_file": os.path.relpath(arch, C.REPO)})
+        res = self.runner.run_record(
+            {"id": rid, "kind": "train", "config": self.spec["adapt"],
+             "opts": job_opts(DEMO, self.a.quick, out, seed) + ["MODEL.FNA.ARCH", arch]},
+            {"setting": setting, "train_seed": seed, "arch_file": os.path.relpath(arch, C.REPO)})
         write_json(self.path(rid), C.clean_json(res), indent=1)
 
 
@@ -206,12 +198,6 @@ def summarize(a, wall_s: Optional[float] = None) -> Dict[str, Any]:
                for f in sorted(os.listdir(rec)) if f.endswith(".json")
                and f != "signal.json"} if os.path.isdir(rec) else {}
     sig = read_json(os.path.join(rec, "signal.json")) if os.path.isdir(rec) else None
-    scratch = C.scratch(NAME, DEMO, quick=a.quick)
-    for rid, r in records.items():  # a record of an older version of search_stats
-        out = os.path.join(scratch, rid)
-        if r.get("kind") == "search" and "logit_range" not in r and os.path.isdir(out):
-            r.update(search_stats(out))
-            write_json(os.path.join(rec, f"{rid}.json"), C.clean_json(r), indent=1)
     settings: Dict[str, Any] = {}
     for s in SETTINGS:
         runs = [r for r in records.values() if r.get("kind") == "search" and r["setting"] == s]

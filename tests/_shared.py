@@ -1,8 +1,10 @@
-"""Helpers shared by several test modules: importing a script of ``bench/`` by name, and giving
-a model's BatchNorms non-trivial running statistics (so that eval-mode outputs depend on them)."""
+"""Helpers shared by several test modules: a pipeline stage's manifest, importing a script of
+``bench/`` by name, and giving a model's BatchNorms non-trivial running statistics (so that
+eval-mode outputs depend on them)."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -10,6 +12,12 @@ import torch
 from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stage_manifest(root: str, stage: str) -> dict:
+    """The ``stage.json`` manifest of pipeline stage ``stage`` under the output folder ``root``."""
+    with open(os.path.join(root, stage, "stage.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def bench_module(name: str):

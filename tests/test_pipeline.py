@@ -12,6 +12,7 @@ import re
 import time
 
 import pytest
+from _shared import stage_manifest
 import torch
 from detectron2.data import DatasetCatalog
 from PIL import Image
@@ -31,11 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANT = os.path.join(ROOT, "configs", "instant_test")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def _manifest(root, stage):
-    with open(os.path.join(root, stage, "stage.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +95,13 @@ def test_stale_stage_reruns_and_downstream_follow(trees_run):
     assert ran["search"].get("skipped") and ran["baseline"].get("skipped")
     assert not ran["adapt"].get("skipped") and not ran["evaluate"].get("skipped")
     assert os.path.isdir(os.path.join(out, "adapt.stale"))
-    assert _manifest(out, "adapt")["key"] != first["adapt"]["key"]
+    assert stage_manifest(out, "adapt")["key"] != first["adapt"]["key"]
 
 
 def test_interrupted_stage_resumes(trees_run):
     out, _ = trees_run
     pipe = Pipeline(os.path.join(INSTANT, "trees_pipeline.yaml"), output_dir=out)
-    man = _manifest(out, "baseline")
+    man = stage_manifest(out, "baseline")
     man["status"] = "running"  # as left by a killed run
     with open(os.path.join(out, "baseline", "stage.json"), "w") as f:
         json.dump(man, f)
@@ -122,7 +118,7 @@ def test_killed_and_resumed_stage_counts_the_time_of_every_run(trees_run):
     manifest and in the report, is the sum of its runs."""
     out, _ = trees_run
     stage_dir = os.path.join(out, "baseline")
-    man = _manifest(out, "baseline")
+    man = stage_manifest(out, "baseline")
     t0 = time.time() - 20000.0
     # as a killed run leaves it: running, its own run open (no wall time), nothing summed yet
     man.update(status="running", wall_time_s=0.0,
@@ -141,7 +137,7 @@ def test_killed_and_resumed_stage_counts_the_time_of_every_run(trees_run):
     assert killed["ended"].startswith("killed") and last["ended"] == "done"
     assert last["pid"] == os.getpid() and last["wall_time_s"] > 0
     assert resumed["wall_time_s"] == pytest.approx(killed["wall_time_s"] + last["wall_time_s"])
-    assert _manifest(out, "baseline")["wall_time_s"] == resumed["wall_time_s"]
+    assert stage_manifest(out, "baseline")["wall_time_s"] == resumed["wall_time_s"]
     data = gather_report_data(pipe)
     assert data.wall_times["baseline"] == resumed["wall_time_s"]
     assert "2 runs" in data.stage_notes["baseline"]

@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from _shared import stage_manifest
 import yaml
 
 import fna_d2  # noqa: F401
@@ -25,11 +26,6 @@ INSTANT = os.path.join(ROOT, "configs", "instant_test")
 PIPE = os.path.join(INSTANT, "trees_pipeline.yaml")
 CONTROLS = ["FNA_PIPELINE.CONTROLS", "['random','shrunk_depth']"]
 CONTROL_STAGES = ["control_random_00", "control_shrunk_depth"]
-
-
-def _manifest(root, stage):
-    with open(os.path.join(root, stage, "stage.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +74,7 @@ def test_controls_are_made_trained_evaluated_and_reported(controls_run):
     for stage in CONTROL_STAGES:
         adapt_cfg = yaml.safe_load(open(os.path.join(out, "adapt", "config.yaml")))
         name = stage[len("control_"):]
-        man = _manifest(out, stage)
+        man = stage_manifest(out, stage)
         assert man["control"] == name and man["arch_file"] == f"controls/{name}.json"
         assert man["gmadds"] == pytest.approx(rows[name]["gmadds"])
         cfg = yaml.safe_load(open(os.path.join(out, stage, "config.yaml")))
@@ -120,7 +116,7 @@ def test_finished_controls_are_skipped_and_an_interrupted_one_resumes(controls_r
     assert all(m.get("skipped") for m in again.values())
     assert all(again[s]["finished"] == first[s]["finished"] for s in CONTROL_STAGES)
 
-    man = _manifest(out, "control_shrunk_depth")
+    man = stage_manifest(out, "control_shrunk_depth")
     man["status"] = "running"  # as a killed run leaves it
     with open(os.path.join(out, "control_shrunk_depth", "stage.json"), "w") as f:
         json.dump(man, f)

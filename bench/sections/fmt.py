@@ -3,12 +3,12 @@ status, figure links, the machine line."""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import _common as C  # bench/ is on sys.path (bench/make_doc.py puts it there)
 from fna_d2.utils import fmt_number
 
-__all__ = ["f", "x", "pct", "status", "img", "machine", "checks_by_name"]
+__all__ = ["f", "x", "pct", "status", "img", "verdicts", "machine", "checks_by_name"]
 
 f = fmt_number
 checks_by_name = C.checks_by_name
@@ -35,6 +35,13 @@ def img(doc_path: str, res: Optional[Dict[str, Any]]) -> str:
         return ""
     rel = os.path.relpath(os.path.join(C.REPO, res["plot"]), os.path.dirname(doc_path))
     return f"![{res['name']}]({rel})\n"
+
+
+def verdicts(doc_path: str, res: Dict[str, Any]) -> List[str]:
+    """A result's checks as a verdict table, then its plot."""
+    return (["| verdict | status |", "|---|---|"]
+            + [f"| {c['text']} | {status(c['met'])} |" for c in res.get("checks", [])]
+            + ["", img(doc_path, res), ""])
 
 
 def machine(m: Dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .fmt import f, img, status
+from .fmt import f, status, verdicts
 
 __all__ = ["section", "summary"]
 
@@ -68,10 +68,7 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
                        f"(1 = uniform), skip ratio {f(s.get('skip_ratio'), 2)}, backbone "
                        f"{f(s.get('backbone_gmadds'), 3)} GMAdds.")
         out.append("")
-    out += ["| verdict | status |", "|---|---|"]
-    out += [f"| {c['text']} | {status(c['met'])} |" for c in r.get("checks", [])]
-    out += ["", img(doc, r), ""]
-    return out
+    return out + verdicts(doc, r)
 
 
 def summary(r: Optional[Dict[str, Any]]) -> List[str]:

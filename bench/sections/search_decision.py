@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .fmt import f, img, pct, status
+from .fmt import f, pct, status, verdicts
 
 __all__ = ["section", "summary"]
 
@@ -51,10 +51,7 @@ def section(r: Optional[Dict[str, Any]], doc: str) -> List[str]:
                          f"(means of {len(rnd)})")
         out += ["", "Section 8's networks on the same schedule (mIoU, mean +- std over "
                 "training seeds): " + "; ".join(parts) + "."]
-    out += ["", "| verdict | status |", "|---|---|"]
-    out += [f"| {c['text']} | {status(c['met'])} |" for c in r.get("checks", [])]
-    out += ["", img(doc, r), ""]
-    return out
+    return out + [""] + verdicts(doc, r)
 
 
 def summary(r: Optional[Dict[str, Any]]) -> List[str]:
