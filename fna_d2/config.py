@@ -220,11 +220,13 @@ def add_fna_config(cfg: CN) -> CN:
     # Std of the normal init of the extra layers' and the head's convs.
     _C.MODEL.SSDLITE.INIT_STD = 0.03
     # The head's last 1x1 conv (class logits / box deltas): True, no bias + NORM (BN) as the
-    # authors' conv_dw_head; False, a plain 1x1 conv with bias (what the demo trains with:
-    # docs/ssdlite.md, "Why the demo's detectors learn nothing").
+    # authors' conv_dw_head; False, a plain 1x1 conv with bias (it trained better at 320x320 on
+    # the demo, not at 640: docs/ssdlite.md, "What makes the demo's detectors train").
     _C.MODEL.SSDLITE.HEAD_OUTPUT_NORM = True
-    # Anchor centre spacing per level in pixels (mmdetection 0.6's SSD strides); the sizes
-    # are MODEL.ANCHOR_GENERATOR.SIZES as [min, max] per level, the ratios its ASPECT_RATIOS.
+    # Anchor centre spacing per level in pixels (mmdetection 0.6's SSD strides, for 320x320);
+    # [] = INPUT_SIZE / map size per level; strides that do not span INPUT_SIZE are refused.
+    # The sizes are MODEL.ANCHOR_GENERATOR.SIZES as [min, max] per level, the ratios its
+    # ASPECT_RATIOS.
     _C.MODEL.SSDLITE.ANCHOR_STRIDES = [16, 32, 64, 107, 160, 320]
     # IoU >= this: positive anchor, below: negative (one threshold, as the authors').
     _C.MODEL.SSDLITE.IOU_THRESHOLD = 0.5

@@ -19,7 +19,7 @@ from fna_d2.config import get_fna_cfg
 from fna_d2.errors import ConfigError
 from fna_d2.modeling import MixedOp, find_supernet
 from fna_d2.modeling.ssdlite import (FNASSDLite, SSDLiteDerivedNet, SSDLiteSuperNet,
-                                     hard_negative_mask, ssd_losses)
+                                     hard_negative_mask, ssd_anchor_strides, ssd_losses)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,6 +72,29 @@ def test_anchor_boxes_by_hand(model):
     a3 = gen.grid_anchors(3, 3, 3).view(3, 3, 6, 4)
     centre = (a3[2, 2, 0, :2] + a3[2, 2, 0, 2:]) / 2
     assert torch.allclose(centre, torch.tensor([267.0, 267.0]))
+
+
+def test_anchor_strides_follow_the_input_size():
+    """Empty ANCHOR_STRIDES: input size / map size (20, 10, 5, 3, 2, 1 maps at 320; 40, 20, 10,
+    5, 3, 2 at 640); the authors' 320 strides are accepted at 320 and refused at 640, where
+    level 3's five centres 107 px apart would cover 535 of 640 px."""
+    nominal = [16, 32, 64, 128, 256, 512]
+    assert ssd_anchor_strides([], (320, 320), nominal) == pytest.approx(
+        [16, 32, 64, 320 / 3, 160, 320])
+    assert ssd_anchor_strides([], (640, 640), nominal) == pytest.approx(
+        [16, 32, 64, 128, 640 / 3, 320])
+    authors = [16, 32, 64, 107, 160, 320]
+    assert ssd_anchor_strides(authors, (320, 320), nominal) == authors
+    with pytest.raises(ConfigError, match=r"ANCHOR_STRIDES\[3\] = 107.*640x640.*535"):
+        ssd_anchor_strides(authors, (640, 640), nominal)
+    with pytest.raises(ConfigError, match="square"):
+        ssd_anchor_strides([], (320, 640), nominal)
+    # the model builds with them: level 3 of a 640 input centred 128 px apart
+    gen = build_model(_cfg("MODEL.SSDLITE.INPUT_SIZE", "(640, 640)",
+                           "MODEL.SSDLITE.ANCHOR_STRIDES", "[]")).anchor_generator
+    assert gen.strides == pytest.approx([16, 32, 64, 128, 640 / 3, 320])
+    with pytest.raises(ConfigError, match="ANCHOR_STRIDES"):
+        build_model(_cfg("MODEL.SSDLITE.INPUT_SIZE", "(640, 640)"))
 
 
 def test_anchor_config_mismatch_is_a_config_error():
@@ -202,7 +225,8 @@ def _batch():
 
 
 def test_training_step_and_inference():
-    cfg = _cfg("MODEL.SSDLITE.INPUT_SIZE", "(96, 96)", "MODEL.SSDLITE.SCORE_THRESH_TEST", "0.0",
+    cfg = _cfg("MODEL.SSDLITE.INPUT_SIZE", "(96, 96)", "MODEL.SSDLITE.ANCHOR_STRIDES", "[]",
+               "MODEL.SSDLITE.SCORE_THRESH_TEST", "0.0",
                "TEST.DETECTIONS_PER_IMAGE", "50")
     torch.manual_seed(0)
     model = build_model(cfg)

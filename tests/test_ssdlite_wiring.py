@@ -255,14 +255,19 @@ def test_ssd_augmentation_keys_drop_expand_and_crop(expand, crop):
 @pytest.mark.parametrize("name", ["trees_ssdlite_search.yaml", "trees_ssdlite_adapt.yaml",
                                   "trees_ssdlite_baseline.yaml"])
 def test_demo_stages_share_the_demo_recipe_and_coco_keeps_the_authors(name):
-    """Search, adaptation and baseline of the SSDLite demo train with one recipe (plain output
-    conv, no expand / crop, IoU 0.4); the COCO configs keep the authors' head and
-    augmentation."""
+    """Search, adaptation and baseline of the SSDLite demo train with one recipe (640x640 with
+    the authors' anchor sizes and strides computed for it, the authors' head, no expand / crop,
+    IoU 0.4); the COCO configs keep the authors' 320x320, augmentation and IoU."""
     demo = get_fna_cfg(os.path.join(ROOT, "configs", "demo", name))
-    assert demo.MODEL.SSDLITE.HEAD_OUTPUT_NORM is False
+    assert tuple(demo.MODEL.SSDLITE.INPUT_SIZE) == (640, 640)
+    assert tuple(demo.MODEL.FNA.SEARCH.COST_INPUT_SIZE) == (640, 640)
+    assert list(demo.MODEL.SSDLITE.ANCHOR_STRIDES) == []
+    assert demo.MODEL.SSDLITE.HEAD_OUTPUT_NORM is True
     assert demo.INPUT.SSD.EXPAND is False and demo.INPUT.SSD.MIN_IOU_CROP is False
     assert demo.MODEL.SSDLITE.IOU_THRESHOLD == 0.4
     for coco in ("fna_ssdlite_search.yaml", "mobilenetv2_ssdlite.yaml"):
         cfg = get_fna_cfg(os.path.join(ROOT, "configs", coco))
+        assert demo.MODEL.ANCHOR_GENERATOR.SIZES == cfg.MODEL.ANCHOR_GENERATOR.SIZES
+        assert tuple(cfg.MODEL.SSDLITE.INPUT_SIZE) == (320, 320)
         assert cfg.MODEL.SSDLITE.HEAD_OUTPUT_NORM is True and cfg.MODEL.SSDLITE.IOU_THRESHOLD == 0.5
         assert cfg.INPUT.SSD.EXPAND is True and cfg.INPUT.SSD.MIN_IOU_CROP is True

@@ -8,7 +8,7 @@ Modules: ``taps`` (the FNA networks with SSDLite's two taps and the seed's 1280 
 (``FNASSDLite``: matching, losses, inference), ``augment`` (the authors' training augmentations
 as detectron2 Augmentations and the mapper that gives them boxes), ``optim`` (SGD or RMSprop).
 """
-from .anchors import SSDAnchorGenerator, ssd_cell_anchors
+from .anchors import SSDAnchorGenerator, ssd_anchor_strides, ssd_cell_anchors
 from .augment import (Expand, ExpandTransform, MinIoURandomCrop, PhotometricDistortion,
                       SSDDatasetMapper, ssdlite_test_mapper, ssdlite_train_augmentations,
                       ssdlite_train_mapper)
@@ -19,7 +19,7 @@ from .loss import hard_negative_mask, ssd_losses
 from .meta_arch import FNASSDLite
 from .taps import HEAD_CHANNELS, SSDLiteDerivedNet, SSDLiteSuperNet, tap_forward
 
-__all__ = ["SSDAnchorGenerator", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES", "ExtraLayer",
+__all__ = ["SSDAnchorGenerator", "ssd_anchor_strides", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES", "ExtraLayer",
            "SSDLiteBackbone", "build_fna_ssdlite_backbone", "init_normal", "SeparablePredictor",
            "SSDLiteHead", "flatten_predictions", "hard_negative_mask", "ssd_losses",
            "FNASSDLite", "HEAD_CHANNELS", "SSDLiteDerivedNet", "SSDLiteSuperNet",

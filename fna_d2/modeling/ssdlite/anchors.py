@@ -11,7 +11,9 @@ mmdetection's ``ctr``. Boxes use detectron2's continuous convention (``x2 - x1 =
 major, anchor minor, as detectron2's heads expect.
 
 Config: ``MODEL.ANCHOR_GENERATOR.NAME: "SSDAnchorGenerator"``, ``SIZES`` = ``[min, max]`` per
-level, ``ASPECT_RATIOS`` = the ratios per level, ``MODEL.SSDLITE.ANCHOR_STRIDES``.
+level, ``ASPECT_RATIOS`` = the ratios per level, ``MODEL.SSDLITE.ANCHOR_STRIDES``: the centre
+spacing per level, or empty for ``input size / map size`` (:func:`ssd_anchor_strides`, which
+also refuses strides whose centres do not span ``MODEL.SSDLITE.INPUT_SIZE``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from detectron2.structures import Boxes
 
 from ...errors import ConfigError
 
-__all__ = ["SSDAnchorGenerator", "ssd_cell_anchors"]
+__all__ = ["SSDAnchorGenerator", "ssd_anchor_strides", "ssd_cell_anchors"]
 
 
 def ssd_cell_anchors(min_size: float, max_size: float, ratios: Sequence[float]) -> torch.Tensor:
@@ -38,6 +40,37 @@ def ssd_cell_anchors(min_size: float, max_size: float, ratios: Sequence[float]) 
         for ar in (1.0 / r, float(r)):  # ar = h / w at area min_size^2
             sides.append((min_size / math.sqrt(ar), min_size * math.sqrt(ar)))
     return torch.tensor([[-w / 2, -h / 2, w / 2, h / 2] for w, h in sides], dtype=torch.float32)
+
+
+def ssd_anchor_strides(strides: Sequence[float], input_size: Sequence[int],
+                       map_strides: Sequence[int]) -> List[float]:
+    """The anchor strides for maps of nominal strides ``map_strides`` on a square
+    ``input_size`` input: ``strides`` as given, checked, or for an empty ``strides`` the input
+    size divided by each map's size (``ceil(size / map_stride)``: 16, 32, 64, 106.7, 160, 320 at
+    320x320, where the authors rounded 106.7 to 107).
+
+    A given stride ``s`` of a level with ``m`` locations per side must place them over the
+    input: ``|s * m - size| <= s / 2``, so strides kept from another input size are refused
+    (e.g. 320's strides at 640 leave a third of the image without anchors at level 3)."""
+    h, w = (int(v) for v in input_size)
+    if h != w:
+        raise ConfigError(f"MODEL.SSDLITE.INPUT_SIZE must be square for SSD anchors (one stride "
+                          f"per level), got {list(input_size)}")
+    maps = [math.ceil(h / ms) for ms in map_strides]
+    auto = [h / m for m in maps]
+    if len(strides) == 0:
+        return auto
+    if len(strides) != len(maps):
+        raise ConfigError(f"MODEL.SSDLITE.ANCHOR_STRIDES has {len(strides)} entries but the "
+                          f"SSDLite backbone has {len(maps)} feature maps")
+    for k, (s, m) in enumerate(zip(strides, maps)):
+        if abs(float(s) * m - h) > float(s) / 2:
+            suggest = ", ".join(f"{a:.4g}" for a in auto)
+            raise ConfigError(
+                f"MODEL.SSDLITE.ANCHOR_STRIDES[{k}] = {s}: level {k} has {m} x {m} locations at "
+                f"MODEL.SSDLITE.INPUT_SIZE {h}x{w}, so its anchors would span {float(s) * m:g} "
+                f"px, not {h}; use [{suggest}] (input size / map size) or [] to compute them")
+    return [float(s) for s in strides]
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()
@@ -71,13 +104,14 @@ class SSDAnchorGenerator(nn.Module):
         a = cfg.MODEL.ANCHOR_GENERATOR
         num = len(input_shape)
         for key, value in (("MODEL.ANCHOR_GENERATOR.SIZES", a.SIZES),
-                           ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", a.ASPECT_RATIOS),
-                           ("MODEL.SSDLITE.ANCHOR_STRIDES", cfg.MODEL.SSDLITE.ANCHOR_STRIDES)):
+                           ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", a.ASPECT_RATIOS)):
             if len(value) != num:
                 raise ConfigError(f"{key} has {len(value)} entries but the SSDLite backbone has "
                                   f"{num} feature maps")
-        return {"sizes": a.SIZES, "aspect_ratios": a.ASPECT_RATIOS,
-                "strides": cfg.MODEL.SSDLITE.ANCHOR_STRIDES}
+        strides = ssd_anchor_strides(cfg.MODEL.SSDLITE.ANCHOR_STRIDES,
+                                     cfg.MODEL.SSDLITE.INPUT_SIZE,
+                                     [x.stride for x in input_shape])
+        return {"sizes": a.SIZES, "aspect_ratios": a.ASPECT_RATIOS, "strides": strides}
 
     def cell(self, level: int) -> torch.Tensor:
         return getattr(self, f"cell_anchors_{level}")
