@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -287,7 +286,6 @@ def test_crop_drops_boxes_whose_centre_leaves_the_image(tmp_path):
 
 def test_min_iou_crop_respects_its_iou():
     from fna_d2.modeling.ssdlite import MinIoURandomCrop
-    import detectron2.data.transforms as T
 
     two = np.array([[40.0, 40.0, 120.0, 100.0], [150.0, 20.0, 190.0, 60.0]])
     boxes = two[:1]
