@@ -88,10 +88,20 @@ def test_anchor_strides_follow_the_input_size():
         ssd_anchor_strides(authors, (640, 640), nominal)
     with pytest.raises(ConfigError, match="square"):
         ssd_anchor_strides([], (320, 640), nominal)
-    # the model builds with them: level 3 of a 640 input centred 128 px apart
-    gen = build_model(_cfg("MODEL.SSDLITE.INPUT_SIZE", "(640, 640)",
-                           "MODEL.SSDLITE.ANCHOR_STRIDES", "[]")).anchor_generator
+    # given strides are checked along both sides: the 320 strides do not span a 640 width
+    with pytest.raises(ConfigError, match="640-px side"):
+        ssd_anchor_strides(authors, (320, 640), nominal)
+    # the model builds with them, and its backbone's maps are the sizes the strides assume:
+    # every level's centres span the 640 input (level 3: 5 locations 128 px apart)
+    model = build_model(_cfg("MODEL.SSDLITE.INPUT_SIZE", "(640, 640)",
+                             "MODEL.SSDLITE.ANCHOR_STRIDES", "[]")).eval()
+    gen = model.anchor_generator
     assert gen.strides == pytest.approx([16, 32, 64, 128, 640 / 3, 320])
+    with torch.no_grad():
+        maps = model.backbone(torch.zeros(1, 3, 640, 640))
+    sizes = [f.shape[-1] for f in maps.values()]
+    assert sizes == [40, 20, 10, 5, 3, 2]
+    assert [s * m for s, m in zip(gen.strides, sizes)] == pytest.approx([640] * 6)
     with pytest.raises(ConfigError, match="ANCHOR_STRIDES"):
         build_model(_cfg("MODEL.SSDLITE.INPUT_SIZE", "(640, 640)"))
 

@@ -19,7 +19,8 @@ from .loss import hard_negative_mask, ssd_losses
 from .meta_arch import FNASSDLite
 from .taps import HEAD_CHANNELS, SSDLiteDerivedNet, SSDLiteSuperNet, tap_forward
 
-__all__ = ["SSDAnchorGenerator", "ssd_anchor_strides", "ssd_cell_anchors", "EXTRA_CHANNELS", "FEATURES", "ExtraLayer",
+__all__ = ["SSDAnchorGenerator", "ssd_anchor_strides", "ssd_cell_anchors", "EXTRA_CHANNELS",
+           "FEATURES", "ExtraLayer",
            "SSDLiteBackbone", "build_fna_ssdlite_backbone", "init_normal", "SeparablePredictor",
            "SSDLiteHead", "flatten_predictions", "hard_negative_mask", "ssd_losses",
            "FNASSDLite", "HEAD_CHANNELS", "SSDLiteDerivedNet", "SSDLiteSuperNet",

@@ -44,32 +44,36 @@ def ssd_cell_anchors(min_size: float, max_size: float, ratios: Sequence[float]) 
 
 def ssd_anchor_strides(strides: Sequence[float], input_size: Sequence[int],
                        map_strides: Sequence[int]) -> List[float]:
-    """The anchor strides for maps of nominal strides ``map_strides`` on a square
-    ``input_size`` input: ``strides`` as given, checked, or for an empty ``strides`` the input
-    size divided by each map's size (``ceil(size / map_stride)``: 16, 32, 64, 106.7, 160, 320 at
-    320x320, where the authors rounded 106.7 to 107).
+    """The anchor strides for maps of nominal strides ``map_strides`` on an ``input_size``
+    (H, W) input: ``strides`` as given, checked, or for an empty ``strides`` (square inputs
+    only) the input size divided by each map's size (``ceil(size / map_stride)``, as the
+    backbone's padded stride-2 convs make them: 16, 32, 64, 106.7, 160, 320 at 320x320, where
+    the authors rounded 106.7 to 107).
 
-    A given stride ``s`` of a level with ``m`` locations per side must place them over the
-    input: ``|s * m - size| <= s / 2``, so strides kept from another input size are refused
-    (e.g. 320's strides at 640 leave a third of the image without anchors at level 3)."""
+    A given stride ``s`` of a level with ``m`` locations along a side of ``size`` pixels must
+    place them over it, ``|s * m - size| <= s / 2``, along both sides; so strides kept from
+    another input size are refused (e.g. 320's strides at 640 leave a sixth of the image
+    without anchors at level 3)."""
     h, w = (int(v) for v in input_size)
-    if h != w:
-        raise ConfigError(f"MODEL.SSDLITE.INPUT_SIZE must be square for SSD anchors (one stride "
-                          f"per level), got {list(input_size)}")
-    maps = [math.ceil(h / ms) for ms in map_strides]
-    auto = [h / m for m in maps]
     if len(strides) == 0:
-        return auto
-    if len(strides) != len(maps):
+        if h != w:
+            raise ConfigError(f"MODEL.SSDLITE.ANCHOR_STRIDES [] needs a square "
+                              f"MODEL.SSDLITE.INPUT_SIZE (one stride per level), got "
+                              f"{list(input_size)}: give the strides")
+        return [h / math.ceil(h / ms) for ms in map_strides]
+    if len(strides) != len(map_strides):
         raise ConfigError(f"MODEL.SSDLITE.ANCHOR_STRIDES has {len(strides)} entries but the "
-                          f"SSDLite backbone has {len(maps)} feature maps")
-    for k, (s, m) in enumerate(zip(strides, maps)):
-        if abs(float(s) * m - h) > float(s) / 2:
-            suggest = ", ".join(f"{a:.4g}" for a in auto)
-            raise ConfigError(
-                f"MODEL.SSDLITE.ANCHOR_STRIDES[{k}] = {s}: level {k} has {m} x {m} locations at "
-                f"MODEL.SSDLITE.INPUT_SIZE {h}x{w}, so its anchors would span {float(s) * m:g} "
-                f"px, not {h}; use [{suggest}] (input size / map size) or [] to compute them")
+                          f"SSDLite backbone has {len(map_strides)} feature maps")
+    for size in sorted({h, w}):
+        maps = [math.ceil(size / ms) for ms in map_strides]
+        for k, (s, m) in enumerate(zip(strides, maps)):
+            if abs(float(s) * m - size) > float(s) / 2:
+                suggest = ", ".join(f"{size / n:.4g}" for n in maps)
+                raise ConfigError(
+                    f"MODEL.SSDLITE.ANCHOR_STRIDES[{k}] = {s}: level {k} has {m} locations "
+                    f"along a {size}-px side of MODEL.SSDLITE.INPUT_SIZE {h}x{w}, so its anchors "
+                    f"would span {float(s) * m:g} px, not {size}; use [{suggest}] (input size / "
+                    f"map size) or [] to compute them")
     return [float(s) for s in strides]
 
 
